@@ -1,0 +1,151 @@
+//! Durable state of the hub behind one trait, [`Store`]: accounts (argon2 hashes), rosters with
+//! their RFC 6121 subscription state, and the offline queue. SQLite is the embedded default;
+//! PostgreSQL implements the same trait.
+
+mod password;
+mod sqlite;
+
+use async_trait::async_trait;
+use entente_model::Address;
+use time::OffsetDateTime;
+
+pub use password::{hash_password, verify_password};
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("that name is taken")]
+    AlreadyExists,
+    #[error("no such account")]
+    NoSuchAccount,
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("password hashing: {0}")]
+    Hash(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The owner's side of a subscription (RFC 6121 §2.1.2.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SubState {
+    None,
+    /// The owner sees the contact's presence.
+    To,
+    /// The contact sees the owner's presence.
+    From,
+    Both,
+}
+
+impl SubState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubState::None => "none",
+            SubState::To => "to",
+            SubState::From => "from",
+            SubState::Both => "both",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SubState> {
+        Some(match s {
+            "none" => SubState::None,
+            "to" => SubState::To,
+            "from" => SubState::From,
+            "both" => SubState::Both,
+            _ => return None,
+        })
+    }
+
+    /// Does the owner see the contact's presence?
+    pub fn has_to(self) -> bool {
+        matches!(self, SubState::To | SubState::Both)
+    }
+
+    /// Does the contact see the owner's presence?
+    pub fn has_from(self) -> bool {
+        matches!(self, SubState::From | SubState::Both)
+    }
+
+    pub fn with_to(self, on: bool) -> SubState {
+        SubState::from_bits(on, self.has_from())
+    }
+
+    pub fn with_from(self, on: bool) -> SubState {
+        SubState::from_bits(self.has_to(), on)
+    }
+
+    fn from_bits(to: bool, from: bool) -> SubState {
+        match (to, from) {
+            (false, false) => SubState::None,
+            (true, false) => SubState::To,
+            (false, true) => SubState::From,
+            (true, true) => SubState::Both,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RosterItem {
+    pub contact: Address,
+    pub subscription: SubState,
+    /// The owner asked to see the contact's presence; no answer yet.
+    pub pending_out: bool,
+    /// The contact asked to see the owner's presence; the owner has not answered.
+    pub pending_in: bool,
+}
+
+impl RosterItem {
+    pub fn new(contact: Address) -> RosterItem {
+        RosterItem {
+            contact,
+            subscription: SubState::None,
+            pending_out: false,
+            pending_in: false,
+        }
+    }
+}
+
+/// A message accepted for a hub user and waiting in the offline queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    /// Position in the queue; increases with every accepted message.
+    pub seq: i64,
+    pub to: Address,
+    pub from: Address,
+    pub id: String,
+    pub body: String,
+    pub thread: Option<String>,
+    pub ts: OffsetDateTime,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a hub account; `name` is an already normalised hub name.
+    async fn create_account(&self, name: &str, password: &str) -> Result<()>;
+    /// `Ok(None)` when there is no such account, else whether the password matches.
+    async fn check_password(&self, name: &str, password: &str) -> Result<Option<bool>>;
+    async fn set_password(&self, name: &str, password: &str) -> Result<()>;
+    /// Removes an account with its roster and queued messages.
+    async fn remove_account(&self, name: &str, hub_domain: &str) -> Result<()>;
+    async fn account_exists(&self, name: &str) -> Result<bool>;
+    async fn list_accounts(&self) -> Result<Vec<String>>;
+
+    async fn roster(&self, owner: &Address) -> Result<Vec<RosterItem>>;
+    async fn roster_item(&self, owner: &Address, contact: &Address) -> Result<Option<RosterItem>>;
+    async fn put_roster_item(&self, owner: &Address, item: &RosterItem) -> Result<()>;
+    async fn remove_roster_item(&self, owner: &Address, contact: &Address) -> Result<()>;
+
+    /// Commits a message to the recipient's queue and returns it with its sequence number.
+    async fn enqueue(&self, msg: QueuedMessage) -> Result<QueuedMessage>;
+    /// Queued messages for `to` with `seq > after`, oldest first.
+    async fn queued(&self, to: &Address, after: i64, limit: u32) -> Result<Vec<QueuedMessage>>;
+    /// Removes a delivered message from the queue.
+    async fn dequeue(&self, to: &Address, seq: i64) -> Result<()>;
+    /// Number of messages waiting in all queues.
+    async fn queue_depth(&self) -> Result<i64>;
+}

@@ -1,0 +1,359 @@
+//! The embedded default: SQLite in WAL mode. A committed row survives a killed process.
+
+use crate::{QueuedMessage, Result, RosterItem, Store, StoreError, SubState};
+use async_trait::async_trait;
+use entente_model::Address;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode: a commit survives a crashed or killed process.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn addr(s: &str) -> Result<Address> {
+    Address::parse(s).map_err(|e| StoreError::Corrupt(format!("address {s:?}: {e}")))
+}
+
+fn millis(ts: OffsetDateTime) -> i64 {
+    (ts.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn from_millis(ms: i64) -> Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn roster_item(row: &sqlx::sqlite::SqliteRow) -> Result<RosterItem> {
+    let sub: String = row.try_get("subscription")?;
+    Ok(RosterItem {
+        contact: addr(row.try_get("contact")?)?,
+        subscription: SubState::parse(&sub).ok_or_else(|| StoreError::Corrupt(sub.clone()))?,
+        pending_out: row.try_get::<i64, _>("pending_out")? != 0,
+        pending_in: row.try_get::<i64, _>("pending_in")? != 0,
+    })
+}
+
+fn queued(row: &sqlx::sqlite::SqliteRow) -> Result<QueuedMessage> {
+    Ok(QueuedMessage {
+        seq: row.try_get("seq")?,
+        to: addr(row.try_get("recipient")?)?,
+        from: addr(row.try_get("sender")?)?,
+        id: row.try_get("msg_id")?,
+        body: row.try_get("body")?,
+        thread: row.try_get("thread")?,
+        ts: from_millis(row.try_get("ts")?)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_account(&self, name: &str, password: &str) -> Result<()> {
+        if self.account_exists(name).await? {
+            return Err(StoreError::AlreadyExists);
+        }
+        let hash = crate::hash_password(password).await?;
+        let res =
+            sqlx::query("INSERT INTO accounts (name, password_hash, created_at) VALUES (?, ?, ?)")
+                .bind(name)
+                .bind(hash)
+                .bind(OffsetDateTime::now_utc().unix_timestamp())
+                .execute(&self.pool)
+                .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::AlreadyExists)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn check_password(&self, name: &str, password: &str) -> Result<Option<bool>> {
+        let row = sqlx::query("SELECT password_hash FROM accounts WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let hash: String = row.try_get(0)?;
+                Ok(Some(crate::verify_password(password, &hash).await?))
+            }
+        }
+    }
+
+    async fn set_password(&self, name: &str, password: &str) -> Result<()> {
+        let hash = crate::hash_password(password).await?;
+        let res = sqlx::query("UPDATE accounts SET password_hash = ? WHERE name = ?")
+            .bind(hash)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NoSuchAccount);
+        }
+        Ok(())
+    }
+
+    async fn remove_account(&self, name: &str, hub_domain: &str) -> Result<()> {
+        let address = format!("{name}@{hub_domain}");
+        let mut tx = self.pool.begin().await?;
+        let res = sqlx::query("DELETE FROM accounts WHERE name = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NoSuchAccount);
+        }
+        sqlx::query("DELETE FROM roster WHERE owner = ?")
+            .bind(&address)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM inbox WHERE recipient = ?")
+            .bind(&address)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn account_exists(&self, name: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM accounts WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT name FROM accounts ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get(0).map_err(StoreError::from))
+            .collect()
+    }
+
+    async fn roster(&self, owner: &Address) -> Result<Vec<RosterItem>> {
+        let rows = sqlx::query("SELECT * FROM roster WHERE owner = ? ORDER BY contact")
+            .bind(owner.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(roster_item).collect()
+    }
+
+    async fn roster_item(&self, owner: &Address, contact: &Address) -> Result<Option<RosterItem>> {
+        let row = sqlx::query("SELECT * FROM roster WHERE owner = ? AND contact = ?")
+            .bind(owner.to_string())
+            .bind(contact.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(roster_item).transpose()
+    }
+
+    async fn put_roster_item(&self, owner: &Address, item: &RosterItem) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO roster (owner, contact, subscription, pending_out, pending_in) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (owner, contact) DO UPDATE SET subscription = excluded.subscription,
+             pending_out = excluded.pending_out, pending_in = excluded.pending_in",
+        )
+        .bind(owner.to_string())
+        .bind(item.contact.to_string())
+        .bind(item.subscription.as_str())
+        .bind(item.pending_out as i64)
+        .bind(item.pending_in as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn remove_roster_item(&self, owner: &Address, contact: &Address) -> Result<()> {
+        sqlx::query("DELETE FROM roster WHERE owner = ? AND contact = ?")
+            .bind(owner.to_string())
+            .bind(contact.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn enqueue(&self, mut msg: QueuedMessage) -> Result<QueuedMessage> {
+        let res = sqlx::query(
+            "INSERT INTO inbox (recipient, sender, msg_id, body, thread, ts) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(msg.to.to_string())
+        .bind(msg.from.to_string())
+        .bind(&msg.id)
+        .bind(&msg.body)
+        .bind(&msg.thread)
+        .bind(millis(msg.ts))
+        .execute(&self.pool)
+        .await?;
+        msg.seq = res.last_insert_rowid();
+        Ok(msg)
+    }
+
+    async fn queued(&self, to: &Address, after: i64, limit: u32) -> Result<Vec<QueuedMessage>> {
+        let rows =
+            sqlx::query("SELECT * FROM inbox WHERE recipient = ? AND seq > ? ORDER BY seq LIMIT ?")
+                .bind(to.to_string())
+                .bind(after)
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(queued).collect()
+    }
+
+    async fn dequeue(&self, to: &Address, seq: i64) -> Result<()> {
+        sqlx::query("DELETE FROM inbox WHERE recipient = ? AND seq = ?")
+            .bind(to.to_string())
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn queue_depth(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM inbox")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite"))
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    fn a(s: &str) -> Address {
+        Address::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn accounts_hash_and_check_passwords() {
+        let (_d, s) = store().await;
+        s.create_account("alice", "secret1").await.unwrap();
+        assert!(matches!(
+            s.create_account("alice", "x").await,
+            Err(StoreError::AlreadyExists)
+        ));
+        assert_eq!(
+            s.check_password("alice", "secret1").await.unwrap(),
+            Some(true)
+        );
+        assert_eq!(
+            s.check_password("alice", "wrong").await.unwrap(),
+            Some(false)
+        );
+        assert_eq!(s.check_password("bob", "secret1").await.unwrap(), None);
+        s.set_password("alice", "other").await.unwrap();
+        assert_eq!(
+            s.check_password("alice", "other").await.unwrap(),
+            Some(true)
+        );
+        assert!(matches!(
+            s.set_password("bob", "x").await,
+            Err(StoreError::NoSuchAccount)
+        ));
+        assert_eq!(s.list_accounts().await.unwrap(), vec!["alice".to_string()]);
+        s.remove_account("alice", "hub.example").await.unwrap();
+        assert!(!s.account_exists("alice").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn roster_items_persist_and_update() {
+        let (_d, s) = store().await;
+        let owner = a("alice@hub.example");
+        let mut item = RosterItem::new(a("bob@hub.example"));
+        item.pending_out = true;
+        s.put_roster_item(&owner, &item).await.unwrap();
+        item.pending_out = false;
+        item.subscription = SubState::To;
+        s.put_roster_item(&owner, &item).await.unwrap();
+        assert_eq!(s.roster(&owner).await.unwrap(), vec![item.clone()]);
+        assert_eq!(
+            s.roster_item(&owner, &item.contact).await.unwrap(),
+            Some(item.clone())
+        );
+        s.remove_roster_item(&owner, &item.contact).await.unwrap();
+        assert!(s.roster(&owner).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn queue_keeps_order_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let to = a("bob@hub.example");
+        {
+            let s = SqliteStore::open(&path).await.unwrap();
+            for i in 0..5 {
+                let msg = QueuedMessage {
+                    seq: 0,
+                    to: to.clone(),
+                    from: a("alice@hub.example"),
+                    id: format!("m{i}"),
+                    body: format!("body {i}"),
+                    thread: None,
+                    ts: OffsetDateTime::now_utc(),
+                };
+                s.enqueue(msg).await.unwrap();
+            }
+            s.close().await;
+        }
+        let s = SqliteStore::open(&path).await.unwrap();
+        let q = s.queued(&to, 0, 100).await.unwrap();
+        assert_eq!(
+            q.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            ["m0", "m1", "m2", "m3", "m4"]
+        );
+        s.dequeue(&to, q[0].seq).await.unwrap();
+        assert_eq!(s.queue_depth().await.unwrap(), 4);
+        let rest = s.queued(&to, q[1].seq, 100).await.unwrap();
+        assert_eq!(rest.len(), 3);
+        assert_eq!(rest[0].id, "m2");
+    }
+
+    #[test]
+    fn sub_state_transitions() {
+        assert_eq!(SubState::None.with_to(true), SubState::To);
+        assert_eq!(SubState::To.with_from(true), SubState::Both);
+        assert_eq!(SubState::Both.with_to(false), SubState::From);
+        assert_eq!(SubState::From.with_from(false), SubState::None);
+    }
+}
