@@ -1,0 +1,513 @@
+// End-to-end test of the web client against the real `entente` binary in headless Chromium.
+//
+// Starts `entente serve` with a temporary data directory, opens two browser contexts (alice and
+// bob) and drives the web client as a person would. Exit status 0 means every check passed; the
+// last line printed is `N passed, N failed, N skipped`.
+//
+//   ENTENTE_BIN   path of the server binary (default: ../target/debug/entente relative to web/)
+//   CHROMIUM      path of the browser (default: /usr/bin/chromium)
+//   E2E_TIMEOUT   milliseconds each waiting check may take (default: 15000)
+
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync, createWriteStream } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const WEB_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const RESULTS = path.join(WEB_DIR, 'test-results');
+const ENTENTE_BIN = process.env.ENTENTE_BIN
+  ? path.resolve(process.env.ENTENTE_BIN)
+  : path.resolve(WEB_DIR, '../target/debug/entente');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const TIMEOUT = Number(process.env.E2E_TIMEOUT || 15000);
+const DOMAIN = 'localhost';
+const CSP = "default-src 'self'";
+
+const ALICE = { user: 'alice', password: 'correct horse alice', address: `alice@${DOMAIN}` };
+const BOB = { user: 'bob', password: 'battery staple bob', address: `bob@${DOMAIN}` };
+
+// ---------- tiny runner ----------
+
+const results = { passed: 0, failed: 0, skipped: 0 };
+let broken = false;
+
+async function step(name, fn) {
+  if (broken) {
+    results.skipped += 1;
+    console.log(`skip - ${name}`);
+    return;
+  }
+  try {
+    await fn();
+    results.passed += 1;
+    console.log(`ok   - ${name}`);
+  } catch (err) {
+    results.failed += 1;
+    broken = true;
+    console.log(`FAIL - ${name}\n       ${String(err && err.stack ? err.stack : err).split('\n').join('\n       ')}`);
+  }
+}
+
+function assert(cond, message) {
+  if (!cond) throw new Error(message);
+}
+
+// Polls `probe` until it reports success; the failure names what was seen last.
+async function eventually(description, probe, timeout = TIMEOUT) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      const r = await probe();
+      if (r.ok) return r;
+      last = r.got;
+    } catch (err) {
+      last = `error: ${err.message.split('\n')[0]}`;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeout} ms waiting for ${description}; last seen: ${JSON.stringify(last)}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function expectText(locator, expected, description) {
+  await eventually(`${description} to read ${JSON.stringify(expected)}`, async () => {
+    const n = await locator.count();
+    if (n !== 1) return { ok: false, got: `${n} matching elements` };
+    const got = await locator.textContent();
+    return { ok: got === expected, got };
+  });
+}
+
+async function expectTextContains(locator, expected, description) {
+  await eventually(`${description} to contain ${JSON.stringify(expected)}`, async () => {
+    const n = await locator.count();
+    if (n !== 1) return { ok: false, got: `${n} matching elements` };
+    const got = await locator.textContent();
+    return { ok: got.includes(expected), got };
+  });
+}
+
+async function expectAttr(locator, attr, expected, description) {
+  await eventually(`${description}: ${attr}=${JSON.stringify(expected)}`, async () => {
+    const n = await locator.count();
+    if (n !== 1) return { ok: false, got: `${n} matching elements` };
+    const got = await locator.getAttribute(attr);
+    return { ok: got === expected, got };
+  });
+}
+
+async function expectCount(locator, expected, description) {
+  await eventually(`${description}: ${expected} element(s)`, async () => {
+    const got = await locator.count();
+    return { ok: got === expected, got };
+  });
+}
+
+// ---------- page helpers ----------
+
+const q = (page, testid) => page.locator(`[data-testid="${testid}"]`);
+const contact = (page, address) => page.locator(`[data-testid="contact-item"][data-address="${address}"]`);
+const request = (page, address) => page.locator(`[data-testid="request-item"][data-address="${address}"]`);
+const pane = (page, address) => page.locator(`[data-testid="chat-pane"][data-address="${address}"]`);
+const tab = (page, address) => page.locator(`[data-testid="chat-tab"][data-address="${address}"]`);
+const messages = (page, address) => pane(page, address).locator('[data-testid="chat-message"]');
+
+async function fillLogin(page, who) {
+  await q(page, 'login-user').fill(who.user);
+  await q(page, 'login-password').fill(who.password);
+}
+
+async function expectSignedIn(page, who) {
+  await q(page, 'app-view').waitFor({ state: 'visible' });
+  await expectText(q(page, 'me-address'), who.address, 'own address in the top bar');
+  await expectAttr(q(page, 'conn-state'), 'data-state', 'open', 'connection state');
+}
+
+async function addContact(page, name) {
+  await q(page, 'add-contact-input').fill(name);
+  await q(page, 'add-contact-submit').click();
+}
+
+async function sendChat(page, address, text) {
+  const input = pane(page, address).locator('[data-testid="chat-input"]');
+  await input.fill(text);
+  await input.press('Enter');
+}
+
+// ---------- server ----------
+
+function startServer(dataDir) {
+  const config = path.join(dataDir, 'entente.toml');
+  writeFileSync(
+    config,
+    [
+      '[hub]',
+      `domain = "${DOMAIN}"`,
+      'registration = "open"',
+      '[storage]',
+      `data_dir = ${JSON.stringify(path.join(dataDir, 'data'))}`,
+      '[listen]',
+      'http = "127.0.0.1:0"',
+      '[limits]',
+      'connection_rate = 20.0',
+      'connection_burst = 60',
+      '',
+    ].join('\n'),
+  );
+  const child = spawn(ENTENTE_BIN, ['serve', '--config', config], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ENTENTE_CONFIG: '' },
+  });
+  const log = createWriteStream(path.join(RESULTS, 'server.log'));
+  child.stderr.pipe(log);
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  const listening = new Promise((resolve, reject) => {
+    const lines = readline.createInterface({ input: child.stdout });
+    lines.on('line', (line) => {
+      log.write(`[stdout] ${line}\n`);
+      const m = /^listening http (\S+)$/.exec(line);
+      if (m) resolve(m[1]);
+    });
+    child.on('error', (err) => reject(new Error(`cannot start ${ENTENTE_BIN}: ${err.message}`)));
+    exited.then(({ code, signal }) =>
+      reject(new Error(`server exited (code ${code}, signal ${signal}) before listening; see test-results/server.log`)),
+    );
+    setTimeout(() => reject(new Error('no "listening http" line within 60 s')), 60000).unref();
+  });
+  return { child, listening, exited };
+}
+
+// ---------- the scenario ----------
+
+async function main() {
+  mkdirSync(RESULTS, { recursive: true });
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'entente-e2e-'));
+  let server = null;
+  let browser = null;
+  let base = null;
+  const pages = {};
+  const problems = []; // page errors and CSP violations, checked at the end
+  let alicePage;
+  let bobPage;
+  let aliceCtx;
+  let bobCtx;
+
+  async function newPage(ctx, label) {
+    const page = await ctx.newPage();
+    page.on('pageerror', (err) => problems.push(`${label}: uncaught ${err.message}`));
+    page.on('console', (msg) => {
+      if (msg.type() !== 'error') return;
+      if ((msg.location().url || '').endsWith('/favicon.ico')) return;
+      problems.push(`${label}: console error ${msg.text()}`);
+    });
+    pages[label] = page;
+    await page.goto(base + '/');
+    return page;
+  }
+
+  // Serves every response of the page with a strict CSP so that any inline script, inline
+  // handler or foreign URL in the client shows up as a violation.
+  async function enforceCsp(ctx) {
+    await ctx.route(`${base}/**`, async (route) => {
+      const response = await route.fetch();
+      await route.fulfill({
+        response,
+        headers: { ...response.headers(), 'content-security-policy': CSP },
+      });
+    });
+  }
+
+  try {
+    await step('server starts and prints its http listener', async () => {
+      server = startServer(dataDir);
+      const addr = await server.listening;
+      base = `http://${addr}`;
+      const health = await fetch(`${base}/healthz`);
+      assert(health.status === 200, `/healthz answered ${health.status}`);
+    });
+
+    await step('server serves the three client files as they are in web/', async () => {
+      for (const [url, file, type] of [
+        ['/', 'index.html', 'text/html'],
+        ['/app.js', 'app.js', 'javascript'],
+        ['/style.css', 'style.css', 'text/css'],
+      ]) {
+        const res = await fetch(base + url);
+        assert(res.status === 200, `${url} answered ${res.status}`);
+        const ct = res.headers.get('content-type') || '';
+        assert(ct.includes(type), `${url} has content-type ${JSON.stringify(ct)}`);
+        const body = await res.text();
+        const disk = readFileSync(path.join(WEB_DIR, file), 'utf8');
+        assert(body === disk, `${url} differs from web/${file}: rebuild the server binary`);
+      }
+    });
+
+    await step('chromium starts with two separate contexts under a strict CSP', async () => {
+      browser = await chromium.launch({
+        executablePath: CHROMIUM,
+        headless: true,
+        args: [
+          '--headless',
+          '--no-sandbox',
+          '--disable-gpu',
+          '--disable-quic',
+          '--no-first-run',
+          '--disable-background-networking',
+          '--disable-component-update',
+          '--disable-sync',
+          // The CSP header is added by request interception (below); Chromium then no longer
+          // knows the document came from a loopback address, and its Local Network Access
+          // checks would refuse the page's own WebSocket to 127.0.0.1.
+          '--disable-features=LocalNetworkAccessChecks',
+        ],
+      });
+      aliceCtx = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+      bobCtx = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+      for (const ctx of [aliceCtx, bobCtx]) {
+        ctx.setDefaultTimeout(TIMEOUT);
+        await enforceCsp(ctx);
+      }
+      alicePage = await newPage(aliceCtx, 'alice');
+      bobPage = await newPage(bobCtx, 'bob');
+      await q(alicePage, 'login-view').waitFor({ state: 'visible' });
+      const csp = await (await fetch(base + '/')).headers.get('content-security-policy');
+      if (csp) console.log(`       (server sends its own CSP: ${csp})`);
+    });
+
+    await step('alice creates an account in her browser and is signed in', async () => {
+      await fillLogin(alicePage, ALICE);
+      await q(alicePage, 'register-submit').click();
+      await expectSignedIn(alicePage, ALICE);
+    });
+
+    await step('a second registration of the name alice is refused with a clear message', async () => {
+      await fillLogin(bobPage, { user: 'alice', password: 'another password' });
+      await q(bobPage, 'register-submit').click();
+      await expectText(q(bobPage, 'login-message'), 'That name is already taken.', 'login message');
+      assert(await q(bobPage, 'login-view').isVisible(), 'login view should stay visible');
+    });
+
+    await step('bob creates an account in his own browser', async () => {
+      await fillLogin(bobPage, BOB);
+      await q(bobPage, 'register-submit').click();
+      await expectSignedIn(bobPage, BOB);
+    });
+
+    await step('alice adds bob; her list shows him awaiting approval', async () => {
+      await addContact(alicePage, 'Bob');
+      await contact(alicePage, BOB.address).waitFor();
+      await expectText(
+        contact(alicePage, BOB.address).locator('[data-testid="contact-note"]'),
+        'Awaiting approval',
+        "alice's note on bob",
+      );
+    });
+
+    await step('bob sees the request from alice and approves it', async () => {
+      await request(bobPage, ALICE.address).waitFor();
+      await expectText(request(bobPage, ALICE.address).locator('[data-testid="request-from"]'), ALICE.address, 'request');
+      await request(bobPage, ALICE.address).locator('[data-testid="request-approve"]').click();
+      await expectCount(request(bobPage, ALICE.address), 0, 'requests from alice on bob’s page');
+    });
+
+    await step('alice now sees bob available', async () => {
+      await expectAttr(contact(alicePage, BOB.address), 'data-show', 'available', "bob in alice's list");
+      await expectText(contact(alicePage, BOB.address).locator('[data-testid="contact-show"]'), 'Available', 'bob shown as');
+      await expectText(contact(alicePage, BOB.address).locator('[data-testid="contact-note"]'), '', "alice's note on bob");
+    });
+
+    await step('bob adds alice back and alice approves', async () => {
+      await addContact(bobPage, 'alice');
+      await request(alicePage, BOB.address).waitFor();
+      await request(alicePage, BOB.address).locator('[data-testid="request-approve"]').click();
+      await expectCount(request(alicePage, BOB.address), 0, 'requests from bob on alice’s page');
+    });
+
+    await step('both see each other available with a mutual subscription', async () => {
+      await expectAttr(contact(bobPage, ALICE.address), 'data-show', 'available', "alice in bob's list");
+      await expectAttr(contact(alicePage, BOB.address), 'data-show', 'available', "bob in alice's list");
+      await expectAttr(contact(bobPage, ALICE.address), 'data-subscription', 'both', "bob's subscription to alice");
+      await expectAttr(contact(alicePage, BOB.address), 'data-subscription', 'both', "alice's subscription to bob");
+    });
+
+    const hello = 'Hello Bob — grüße, 日本語, ✓ 🙂';
+    await step('alice writes to bob with non-ASCII text; the server acknowledges and bob reads it', async () => {
+      await contact(alicePage, BOB.address).locator('[data-testid="contact-open"]').click();
+      await pane(alicePage, BOB.address).waitFor({ state: 'visible' });
+      await sendChat(alicePage, BOB.address, hello);
+      await expectAttr(messages(alicePage, BOB.address).last(), 'data-state', 'sent', "alice's message");
+      await tab(bobPage, ALICE.address).waitFor();
+      const got = messages(bobPage, ALICE.address).last();
+      await expectText(got.locator('[data-testid="chat-message-body"]'), hello, 'message at bob');
+      await expectAttr(got, 'data-direction', 'in', 'message at bob');
+      await expectAttr(got, 'data-offline', 'false', 'message at bob');
+    });
+
+    const markup = '<b>&</b>';
+    await step('bob answers with markup-like text that alice sees literally', async () => {
+      await pane(bobPage, ALICE.address).waitFor({ state: 'visible' });
+      await sendChat(bobPage, ALICE.address, markup);
+      await expectAttr(messages(bobPage, ALICE.address).last(), 'data-state', 'sent', "bob's message");
+      const got = messages(alicePage, BOB.address).last();
+      await expectText(got.locator('[data-testid="chat-message-body"]'), markup, 'message at alice');
+      await expectAttr(got, 'data-direction', 'in', 'message at alice');
+      for (const page of [alicePage, bobPage]) {
+        const bolds = await page.locator('[data-testid="chat-log"] b').count();
+        assert(bolds === 0, `a <b> element was created from message text (${bolds})`);
+      }
+    });
+
+    await step('bob sees "alice is typing…" while alice types, and it clears when she pauses', async () => {
+      const indicator = pane(bobPage, ALICE.address).locator('[data-testid="typing-indicator"]');
+      const input = pane(alicePage, BOB.address).locator('[data-testid="chat-input"]');
+      await input.click();
+      const typing = input.pressSequentially('I am typing a longer thought', { delay: 120 });
+      await expectText(indicator, 'alice is typing…', "bob's typing indicator");
+      await typing;
+      await expectAttr(indicator, 'data-state', 'paused', "bob's typing indicator after alice stops");
+      await expectText(indicator, '', "bob's typing indicator after alice stops");
+    });
+
+    await step('alice finishes the message; bob gets it and the indicator stays clear', async () => {
+      const indicator = pane(bobPage, ALICE.address).locator('[data-testid="typing-indicator"]');
+      const input = pane(alicePage, BOB.address).locator('[data-testid="chat-input"]');
+      await input.pressSequentially(', done.', { delay: 30 });
+      await expectText(indicator, 'alice is typing…', "bob's typing indicator");
+      await input.press('Enter');
+      await expectText(
+        messages(bobPage, ALICE.address).last().locator('[data-testid="chat-message-body"]'),
+        'I am typing a longer thought, done.',
+        'message at bob',
+      );
+      await expectAttr(indicator, 'data-state', 'active', "bob's typing indicator after the message");
+      await expectText(indicator, '', "bob's typing indicator after the message");
+    });
+
+    const awayText = 'at lunch 🍜 back at 2';
+    await step('alice sets away with a status message and bob sees both', async () => {
+      await q(alicePage, 'my-status').fill(awayText);
+      await q(alicePage, 'my-show').selectOption('away');
+      await q(alicePage, 'my-presence-set').click();
+      const c = contact(bobPage, ALICE.address);
+      await expectAttr(c, 'data-show', 'away', "alice in bob's list");
+      await expectText(c.locator('[data-testid="contact-show"]'), 'Away', 'alice shown as');
+      await expectText(c.locator('[data-testid="contact-status"]'), awayText, "alice's status at bob");
+      await expectText(pane(bobPage, ALICE.address).locator('[data-testid="chat-presence"]'), `Away — ${awayText}`, 'chat header');
+    });
+
+    await step('a message to a user that does not exist is marked failed with the error text', async () => {
+      await q(alicePage, 'add-contact-input').fill('nobody-here');
+      await q(alicePage, 'open-chat-submit').click();
+      const nobody = `nobody-here@${DOMAIN}`;
+      await pane(alicePage, nobody).waitFor({ state: 'visible' });
+      await sendChat(alicePage, nobody, 'is anyone there?');
+      const m = messages(alicePage, nobody).last();
+      await expectAttr(m, 'data-state', 'failed', 'message to nobody');
+      await expectAttr(m, 'data-error-code', 'item_not_found', 'message to nobody');
+      await expectTextContains(m.locator('[data-testid="chat-message-error"]'), 'Not delivered: ', 'error shown');
+      const text = await m.locator('[data-testid="chat-message-error"]').textContent();
+      assert(text.length > 'Not delivered: '.length, `error text is empty: ${JSON.stringify(text)}`);
+      await pane(alicePage, nobody).locator('[data-testid="chat-close"]').click();
+      await expectCount(tab(alicePage, nobody), 0, 'tabs for nobody');
+    });
+
+    await step('alice closes her page and bob sees her offline', async () => {
+      await alicePage.close();
+      const c = contact(bobPage, ALICE.address);
+      await expectAttr(c, 'data-show', 'offline', "alice in bob's list");
+      await expectText(c.locator('[data-testid="contact-status"]'), '', "alice's status at bob");
+    });
+
+    const whileAway = 'Sent while you were offline ✉ <i>really</i>';
+    await step('bob writes to alice while she is offline; the server accepts it', async () => {
+      await sendChat(bobPage, ALICE.address, whileAway);
+      await expectAttr(messages(bobPage, ALICE.address).last(), 'data-state', 'sent', "bob's offline message");
+    });
+
+    await step('alice signing in with a wrong password gets a clear error', async () => {
+      alicePage = await newPage(aliceCtx, 'alice-again');
+      await fillLogin(alicePage, { user: ALICE.user, password: 'wrong password' });
+      await q(alicePage, 'login-submit').click();
+      await expectTextContains(q(alicePage, 'login-message'), 'Sign-in failed: not_authorized', 'login message');
+      assert(await q(alicePage, 'login-view').isVisible(), 'login view should stay visible');
+    });
+
+    await step('alice signs in again and receives bob’s message marked offline', async () => {
+      await fillLogin(alicePage, ALICE);
+      await q(alicePage, 'login-submit').click();
+      await expectSignedIn(alicePage, ALICE);
+      await pane(alicePage, BOB.address).waitFor({ state: 'visible' });
+      const m = messages(alicePage, BOB.address).last();
+      await expectText(m.locator('[data-testid="chat-message-body"]'), whileAway, 'offline message body');
+      await expectAttr(m, 'data-offline', 'true', 'offline message');
+      await expectText(m.locator('[data-testid="chat-message-flag"]'), 'offline message', 'offline marker');
+      await expectCount(messages(alicePage, BOB.address), 1, 'messages delivered once');
+    });
+
+    await step('after signing in again both see each other available', async () => {
+      await expectAttr(contact(alicePage, BOB.address), 'data-show', 'available', "bob in alice's list");
+      await expectAttr(contact(bobPage, ALICE.address), 'data-show', 'available', "alice in bob's list");
+    });
+
+    await step('screenshots of both browsers', async () => {
+      await bobPage.screenshot({ path: path.join(RESULTS, 'bob.png') });
+      await alicePage.screenshot({ path: path.join(RESULTS, 'alice.png') });
+    });
+
+    await step('bob removes alice; neither sees the other’s presence any more', async () => {
+      await contact(bobPage, ALICE.address).locator('[data-testid="contact-remove"]').click();
+      await expectCount(contact(bobPage, ALICE.address), 0, "alice in bob's list");
+      await eventually("bob's presence to be hidden from alice", async () => {
+        const c = contact(alicePage, BOB.address);
+        if ((await c.count()) === 0) return { ok: true };
+        const show = await c.getAttribute('data-show');
+        return { ok: show === 'unknown', got: show };
+      });
+    });
+
+    await step('no script errors and no CSP violations in either browser', async () => {
+      assert(problems.length === 0, problems.join('\n'));
+    });
+
+    await step('when the server stops, the page says so and offers to reconnect', async () => {
+      server.child.kill('SIGTERM');
+      const { code, signal } = await server.exited;
+      assert(code === 0, `server exited with code ${code} signal ${signal} on SIGTERM`);
+      await expectAttr(q(bobPage, 'conn-state'), 'data-state', 'closed', "bob's connection state");
+      await q(bobPage, 'reconnect').waitFor({ state: 'visible' });
+      await expectAttr(q(alicePage, 'conn-state'), 'data-state', 'closed', "alice's connection state");
+      await q(alicePage, 'reconnect').waitFor({ state: 'visible' });
+      await bobPage.screenshot({ path: path.join(RESULTS, 'bob-disconnected.png') });
+    });
+  } finally {
+    if (broken) {
+      for (const [label, page] of Object.entries(pages)) {
+        if (!page.isClosed()) {
+          await page.screenshot({ path: path.join(RESULTS, `failure-${label}.png`) }).catch(() => {});
+        }
+      }
+    }
+    if (browser) await browser.close().catch(() => {});
+    if (server && server.child.exitCode === null && server.child.signalCode === null) {
+      server.child.kill('SIGTERM');
+      await Promise.race([server.exited, new Promise((r) => setTimeout(r, 10000))]);
+      if (server.child.exitCode === null) server.child.kill('SIGKILL');
+    }
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+main()
+  .catch((err) => {
+    results.failed += 1;
+    console.log(`FAIL - harness: ${err && err.stack ? err.stack : err}`);
+  })
+  .finally(() => {
+    console.log(`${results.passed} passed, ${results.failed} failed, ${results.skipped} skipped`);
+    process.exit(results.failed === 0 && results.passed > 0 ? 0 : 1);
+  });
