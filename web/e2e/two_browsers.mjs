@@ -141,7 +141,7 @@ async function sendChat(page, address, text) {
 
 // ---------- server ----------
 
-function startServer(dataDir) {
+function startServer(dataDir, http = '127.0.0.1:0') {
   const config = path.join(dataDir, 'entente.toml');
   writeFileSync(
     config,
@@ -152,17 +152,16 @@ function startServer(dataDir) {
       '[storage]',
       `data_dir = ${JSON.stringify(path.join(dataDir, 'data'))}`,
       '[listen]',
-      'http = "127.0.0.1:0"',
+      `http = "${http}"`,
       '[limits]',
       'connection_rate = 20.0',
       'connection_burst = 60',
       '',
     ].join('\n'),
   );
-  const child = spawn(ENTENTE_BIN, ['serve', '--config', config], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ENTENTE_CONFIG: '' },
-  });
+  const env = { ...process.env };
+  delete env.ENTENTE_CONFIG;
+  const child = spawn(ENTENTE_BIN, ['serve', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'], env });
   const log = createWriteStream(path.join(RESULTS, 'server.log'));
   child.stderr.pipe(log);
   const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
@@ -459,21 +458,6 @@ async function main() {
       await alicePage.screenshot({ path: path.join(RESULTS, 'alice.png') });
     });
 
-    await step('bob removes alice; neither sees the other’s presence any more', async () => {
-      await contact(bobPage, ALICE.address).locator('[data-testid="contact-remove"]').click();
-      await expectCount(contact(bobPage, ALICE.address), 0, "alice in bob's list");
-      await eventually("bob's presence to be hidden from alice", async () => {
-        const c = contact(alicePage, BOB.address);
-        if ((await c.count()) === 0) return { ok: true };
-        const show = await c.getAttribute('data-show');
-        return { ok: show === 'unknown', got: show };
-      });
-    });
-
-    await step('no script errors and no CSP violations in either browser', async () => {
-      assert(problems.length === 0, problems.join('\n'));
-    });
-
     await step('when the server stops, the page says so and offers to reconnect', async () => {
       server.child.kill('SIGTERM');
       const { code, signal } = await server.exited;
@@ -483,6 +467,43 @@ async function main() {
       await expectAttr(q(alicePage, 'conn-state'), 'data-state', 'closed', "alice's connection state");
       await q(alicePage, 'reconnect').waitFor({ state: 'visible' });
       await bobPage.screenshot({ path: path.join(RESULTS, 'bob-disconnected.png') });
+    });
+
+    await step('after a restart on the same port, Reconnect signs both back in with the chat history kept', async () => {
+      const before = await messages(bobPage, ALICE.address).count();
+      assert(before >= 4, `bob's chat with alice holds ${before} messages before the restart`);
+      server = startServer(dataDir, new URL(base).host);
+      const addr = await server.listening;
+      assert(`http://${addr}` === base, `restarted server listens on ${addr}, not ${base}`);
+      await q(bobPage, 'reconnect').click();
+      await q(alicePage, 'reconnect').click();
+      await expectSignedIn(bobPage, BOB);
+      await expectSignedIn(alicePage, ALICE);
+      await expectCount(messages(bobPage, ALICE.address), before, "messages in bob's chat with alice");
+      await expectCount(bobPage.locator('[data-testid="reconnect"]:visible'), 0, 'visible reconnect buttons');
+      await sendChat(bobPage, ALICE.address, 'still there?');
+      await expectAttr(messages(bobPage, ALICE.address).last(), 'data-state', 'sent', "bob's message after the restart");
+      await expectText(
+        messages(alicePage, BOB.address).last().locator('[data-testid="chat-message-body"]'),
+        'still there?',
+        'message at alice after the restart',
+      );
+    });
+
+    await step('bob removes alice; neither sees the other’s presence any more', async () => {
+      await contact(bobPage, ALICE.address).locator('[data-testid="contact-remove"]').click();
+      await expectCount(contact(bobPage, ALICE.address), 0, "alice in bob's list");
+      await eventually("bob's presence to be hidden from alice", async () => {
+        const c = contact(alicePage, BOB.address);
+        if ((await c.count()) === 0) return { ok: true };
+        const show = await c.getAttribute('data-show');
+        return { ok: show === 'unknown', got: show };
+      });
+      await bobPage.screenshot({ path: path.join(RESULTS, 'bob-final.png') });
+    });
+
+    await step('no script errors and no CSP violations in either browser', async () => {
+      assert(problems.length === 0, problems.join('\n'));
     });
   } finally {
     if (broken) {
