@@ -1,0 +1,400 @@
+//! The server under load: either one already running on a loopback address, or one this tool
+//! starts from a binary with a throw-away configuration and data directory, then stops.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Where the server's HTTP listener is, checked to be on this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpTarget {
+    pub addr: SocketAddr,
+}
+
+impl HttpTarget {
+    /// Parses `http://IP:PORT` (a trailing `/` is allowed, `localhost` means 127.0.0.1).
+    /// Only loopback addresses are accepted: this tool never loads another host.
+    pub fn parse(url: &str) -> Result<Self> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| anyhow!("`{url}`: only http:// URLs are supported"))?;
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.contains('/') || authority.contains('@') {
+            bail!("`{url}`: give only scheme, host and port, like http://127.0.0.1:8080");
+        }
+        let addr = if let Some(port) = authority.strip_prefix("localhost:") {
+            let port: u16 = port
+                .parse()
+                .map_err(|_| anyhow!("`{url}`: bad port `{port}`"))?;
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+        } else {
+            authority.parse::<SocketAddr>().map_err(|_| {
+                anyhow!("`{url}`: expected http://IP:PORT with a numeric IP and an explicit port")
+            })?
+        };
+        Self::from_addr(addr)
+    }
+
+    /// Accepts a bound address, refusing anything but loopback.
+    pub fn from_addr(addr: SocketAddr) -> Result<Self> {
+        if !addr.ip().is_loopback() {
+            bail!(
+                "{addr} is not a loopback address: this tool only loads a server on this machine"
+            );
+        }
+        if addr.port() == 0 {
+            bail!("{addr}: port 0 is not a server address");
+        }
+        Ok(Self { addr })
+    }
+
+    /// The WebSocket URL of the hub client protocol.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/api/v1/ws", self.addr)
+    }
+}
+
+/// Settings for a server this tool starts.
+#[derive(Debug, Clone)]
+pub struct SpawnSettings {
+    /// Hub domain of the throw-away server.
+    pub domain: String,
+    /// Hub client frames per second per connection (the server's token bucket).
+    pub connection_rate: f64,
+    /// Size of that bucket.
+    pub connection_burst: u64,
+}
+
+impl Default for SpawnSettings {
+    fn default() -> Self {
+        // High enough that the per-connection limiter never throttles a benchmark.
+        Self {
+            domain: "localhost".to_string(),
+            connection_rate: 1_000_000.0,
+            connection_burst: 1_000_000,
+        }
+    }
+}
+
+/// The TOML configuration of a throw-away server: HTTP only, on 127.0.0.1 with a port the
+/// kernel picks, open registration, storage in `data_dir`, limits from `settings`.
+pub fn render_config(settings: &SpawnSettings, data_dir: &Path) -> String {
+    format!(
+        "# Written by entente-bench for one run; deleted afterwards.\n\
+[hub]\n\
+domain = {domain}\n\
+registration = \"open\"\n\
+\n\
+[storage]\n\
+data_dir = {data_dir}\n\
+\n\
+[listen]\n\
+http = \"127.0.0.1:0\"\n\
+\n\
+[limits]\n\
+connection_rate = {rate:?}\n\
+connection_burst = {burst}\n",
+        domain = toml_string(&settings.domain),
+        data_dir = toml_string(&data_dir.to_string_lossy()),
+        rate = settings.connection_rate,
+        burst = settings.connection_burst,
+    )
+}
+
+/// A TOML basic string holding `s`, with quotes, backslashes and control characters escaped.
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Reads a `listening NAME IP:PORT` line printed by `entente serve`.
+pub fn parse_listening_line(line: &str) -> Option<(&str, SocketAddr)> {
+    let mut parts = line.split_whitespace();
+    if parts.next()? != "listening" {
+        return None;
+    }
+    let name = parts.next()?;
+    let addr = parts.next()?.parse().ok()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((name, addr))
+}
+
+/// How long a started server may take to print its HTTP listener.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a server may drain after SIGTERM before it is killed.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest stdout line read from the server while waiting for its listeners.
+const MAX_LINE: usize = 4096;
+
+/// A server started by this tool. Dropping it kills the process; [`SpawnedServer::stop`] asks it
+/// to drain first.
+pub struct SpawnedServer {
+    child: Child,
+    pid: u32,
+    pub http: HttpTarget,
+    log_path: PathBuf,
+    config_path: PathBuf,
+    /// Keeps the configuration and data directory alive until the server is gone.
+    dir: tempfile::TempDir,
+}
+
+impl SpawnedServer {
+    /// Writes a configuration into a new temporary directory, starts `binary serve --config`,
+    /// and waits for its `listening http` line.
+    pub async fn start(binary: &Path, settings: &SpawnSettings) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("entente-bench-")
+            .tempdir()
+            .context("creating a temporary directory for the server")?;
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir(&data_dir).context("creating the server's data directory")?;
+        let config_path = dir.path().join("entente.toml");
+        std::fs::write(&config_path, render_config(settings, &data_dir))
+            .context("writing the server configuration")?;
+        let log_path = dir.path().join("server.log");
+        let log = std::fs::File::create(&log_path).context("creating the server log file")?;
+
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| anyhow!("the server exited at once"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("no stdout pipe from the server"))?;
+
+        let mut lines = BufReader::new(stdout).lines();
+        let wait_http = async {
+            while let Some(line) = lines.next_line().await? {
+                if line.len() > MAX_LINE {
+                    bail!("the server printed an over-long line");
+                }
+                if let Some(("http", addr)) = parse_listening_line(&line) {
+                    return Ok(Some(addr));
+                }
+            }
+            Ok(None)
+        };
+        let found = tokio::time::timeout(STARTUP_TIMEOUT, wait_http).await;
+        let mut server = Self {
+            child,
+            pid,
+            // Replaced below once the address is known.
+            http: HttpTarget {
+                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            },
+            log_path,
+            config_path,
+            dir,
+        };
+        let addr = match found {
+            Ok(Ok(Some(addr))) => addr,
+            Ok(Ok(None)) => {
+                let status = server.child.wait().await.ok();
+                bail!(
+                    "the server closed its output without a `listening http` line (exit: {}){}",
+                    status.map_or("unknown".to_string(), |s| s.to_string()),
+                    server.log_tail()
+                );
+            }
+            Ok(Err(e)) => bail!("reading the server's output: {e}{}", server.log_tail()),
+            Err(_) => bail!(
+                "the server printed no `listening http` line within {}s{}",
+                STARTUP_TIMEOUT.as_secs(),
+                server.log_tail()
+            ),
+        };
+        server.http = HttpTarget::from_addr(addr)?;
+        // Keep reading stdout so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(server)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The last lines of the server's stderr, prefixed for an error message; empty if none.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        if lines.is_empty() {
+            return String::new();
+        }
+        let tail = &lines[lines.len().saturating_sub(20)..];
+        format!("\n--- last server log lines ---\n{}", tail.join("\n"))
+    }
+
+    /// Whether the process has already exited (and how).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Sends SIGTERM and waits for the drain; kills the process if it takes too long.
+    pub async fn stop(mut self) -> Result<ExitStatus> {
+        if let Some(status) = self.exited() {
+            return Ok(status);
+        }
+        let pid = rustix::process::Pid::from_raw(self.pid as i32)
+            .ok_or_else(|| anyhow!("invalid server pid {}", self.pid))?;
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+            .context("sending SIGTERM to the server")?;
+        match tokio::time::timeout(SHUTDOWN_TIMEOUT, self.child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => {
+                self.child.kill().await.ok();
+                bail!(
+                    "the server did not exit within {}s of SIGTERM and was killed",
+                    SHUTDOWN_TIMEOUT.as_secs()
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_urls_are_accepted() {
+        let t = HttpTarget::parse("http://127.0.0.1:8080").unwrap();
+        assert_eq!(t.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(t.ws_url(), "ws://127.0.0.1:8080/api/v1/ws");
+        let t = HttpTarget::parse("http://localhost:9000/").unwrap();
+        assert_eq!(t.addr, "127.0.0.1:9000".parse().unwrap());
+        let t = HttpTarget::parse("http://[::1]:7000").unwrap();
+        assert_eq!(t.ws_url(), "ws://[::1]:7000/api/v1/ws");
+        assert!(HttpTarget::parse("http://127.8.9.10:1").is_ok());
+    }
+
+    #[test]
+    fn other_hosts_and_malformed_urls_are_refused() {
+        for url in [
+            "http://10.0.0.1:8080",
+            "http://192.168.1.2:80",
+            "http://8.8.8.8:80",
+            "http://example.com:80",
+            "https://127.0.0.1:8080",
+            "127.0.0.1:8080",
+            "http://127.0.0.1",
+            "http://127.0.0.1:0",
+            "http://127.0.0.1:99999",
+            "http://127.0.0.1:8080/api",
+            "http://user@127.0.0.1:8080",
+            "http://localhost:x",
+            "http://",
+            "",
+        ] {
+            assert!(HttpTarget::parse(url).is_err(), "{url} was accepted");
+        }
+    }
+
+    #[test]
+    fn config_is_valid_toml_with_the_expected_values() {
+        let settings = SpawnSettings::default();
+        let text = render_config(&settings, Path::new("/tmp/bench data/\"quoted\"\\dir"));
+        let value: toml::Table = toml::from_str(&text).expect("valid TOML");
+        assert_eq!(value["hub"]["domain"].as_str(), Some("localhost"));
+        assert_eq!(value["hub"]["registration"].as_str(), Some("open"));
+        assert_eq!(
+            value["storage"]["data_dir"].as_str(),
+            Some("/tmp/bench data/\"quoted\"\\dir")
+        );
+        assert_eq!(value["listen"]["http"].as_str(), Some("127.0.0.1:0"));
+        assert_eq!(value["listen"].as_table().map(|t| t.len()), Some(1));
+        assert_eq!(
+            value["limits"]["connection_rate"].as_float(),
+            Some(1_000_000.0)
+        );
+        assert_eq!(
+            value["limits"]["connection_burst"].as_integer(),
+            Some(1_000_000)
+        );
+        // Only sections the operating contract defines.
+        let mut sections: Vec<&String> = value.keys().collect();
+        sections.sort();
+        assert_eq!(sections, ["hub", "limits", "listen", "storage"]);
+    }
+
+    #[test]
+    fn whole_number_rates_stay_floats() {
+        let settings = SpawnSettings {
+            connection_rate: 50.0,
+            connection_burst: 60,
+            ..SpawnSettings::default()
+        };
+        let value: toml::Table =
+            toml::from_str(&render_config(&settings, Path::new("/d"))).unwrap();
+        assert_eq!(value["limits"]["connection_rate"].as_float(), Some(50.0));
+        assert_eq!(value["limits"]["connection_burst"].as_integer(), Some(60));
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let settings = SpawnSettings {
+            domain: "a\nb\u{1}c".to_string(),
+            ..SpawnSettings::default()
+        };
+        let value: toml::Table =
+            toml::from_str(&render_config(&settings, Path::new("/d"))).unwrap();
+        assert_eq!(value["hub"]["domain"].as_str(), Some("a\nb\u{1}c"));
+    }
+
+    #[test]
+    fn listening_lines_are_parsed() {
+        assert_eq!(
+            parse_listening_line("listening http 127.0.0.1:41234"),
+            Some(("http", "127.0.0.1:41234".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_listening_line("listening oscar [::1]:5190"),
+            Some(("oscar", "[::1]:5190".parse().unwrap()))
+        );
+        assert_eq!(parse_listening_line("web client http://127.0.0.1:1/"), None);
+        assert_eq!(parse_listening_line("listening http"), None);
+        assert_eq!(parse_listening_line("listening http nowhere"), None);
+        assert_eq!(
+            parse_listening_line("listening http 127.0.0.1:1 extra"),
+            None
+        );
+        assert_eq!(parse_listening_line(""), None);
+    }
+}
