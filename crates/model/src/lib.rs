@@ -8,6 +8,11 @@ mod error;
 mod event;
 
 pub use address::{Address, AddressError, DomainKind};
+
+/// Normalisation rules, for callers that hold a bare name or domain.
+pub mod address_rules {
+    pub use crate::address::{normalize_domain, normalize_hub_name};
+}
 pub use error::{ErrorCode, Failure};
 pub use event::{
     ChatState, Event, EventKind, Message, Presence, PresenceKind, Receipt, Show, Subscription,

@@ -1,0 +1,150 @@
+//! The `entente` server: configuration, CLI actions, listeners, the router and the HTTP API.
+
+pub mod accounts;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod router;
+pub mod tls;
+
+use config::Config;
+use entente_policy::{FederationMode, LoginThrottle, Policy, PolicyConfig};
+use entente_store::{SqliteStore, Store};
+use metrics_exporter_prometheus::PrometheusHandle;
+use router::Router;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// What every listener and session shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub router: Arc<Router>,
+    pub logins: Arc<LoginThrottle>,
+    pub metrics: PrometheusHandle,
+    pub shutdown: CancellationToken,
+}
+
+/// Opens the configured store, creating the data directory if needed.
+pub async fn open_store(config: &Config) -> anyhow_lite::Result<Arc<dyn Store>> {
+    let dir = &config.storage.data_dir;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow_lite::msg(format!("cannot create {}: {e}", dir.display())))?;
+    let store = SqliteStore::open(&dir.join("entente.sqlite3"))
+        .await
+        .map_err(|e| {
+            anyhow_lite::msg(format!(
+                "cannot open the database in {}: {e}",
+                dir.display()
+            ))
+        })?;
+    Ok(Arc::new(store))
+}
+
+pub fn policy(config: &Config) -> Policy {
+    Policy::new(PolicyConfig {
+        mode: match config.federation.mode {
+            config::FederationMode::Allowlist => FederationMode::Allowlist,
+            config::FederationMode::Open => FederationMode::Open,
+        },
+        partner_domains: config
+            .partners
+            .iter()
+            .map(|p| p.domain.to_lowercase())
+            .collect(),
+        max_body_bytes: config.limits.max_body_bytes,
+    })
+}
+
+/// Runs the hub until `shutdown` is cancelled, then drains. Prints one line per listener.
+pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow_lite::Result<()> {
+    let config = Arc::new(config);
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| anyhow_lite::msg(format!("metrics: {e}")))?;
+    let store = open_store(&config).await?;
+    tls::ensure_certificate(&config)?;
+    let router = Arc::new(Router::new(
+        config.hub.domain.to_lowercase(),
+        store,
+        policy(&config),
+    ));
+    let l = &config.limits;
+    let logins = Arc::new(LoginThrottle::new(
+        l.login_free_attempts,
+        l.login_max_attempts,
+        Duration::from_secs(l.login_window_secs),
+    ));
+    let state = AppState {
+        config: config.clone(),
+        router,
+        logins,
+        metrics,
+        shutdown: shutdown.clone(),
+    };
+    let listeners = config.listeners();
+    let mut tasks = tokio::task::JoinSet::new();
+
+    if let Some(addr) = listeners.http {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow_lite::msg(format!("cannot listen for http on {addr}: {e}")))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| anyhow_lite::msg(e.to_string()))?;
+        println!("listening http {local}");
+        println!("web client http://{local}/");
+        let app =
+            http::app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        });
+    }
+    for (name, addr) in [
+        ("xmpp_s2s", listeners.xmpp_s2s),
+        ("sip", listeners.sip),
+        ("sips", listeners.sips),
+        ("oscar", listeners.oscar),
+    ] {
+        if let Some(addr) = addr {
+            tracing::warn!(listener = name, %addr, "this build does not serve this protocol yet; listener not started");
+        }
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: draining sessions");
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(r) = tasks.join_next().await {
+            if let Ok(Err(e)) = r {
+                tracing::warn!(error = %e, "listener ended with an error");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("some connections did not close within 10 s");
+    }
+    Ok(())
+}
+
+/// A tiny error type for the binary's top level: a sentence for the operator.
+pub mod anyhow_lite {
+    #[derive(Debug)]
+    pub struct Error(pub String);
+    impl std::fmt::Display for Error {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+    impl std::error::Error for Error {}
+    pub type Result<T> = std::result::Result<T, Error>;
+    pub fn msg(s: impl Into<String>) -> Error {
+        Error(s.into())
+    }
+}

@@ -1,0 +1,693 @@
+//! The router: every canonical event from every edge and hub session passes the policy pipeline,
+//! then goes to a live hub session, the offline queue, or the edge that owns the destination
+//! domain. It also keeps presence (fanned out to subscribers) and applies RFC 6121 subscription
+//! semantics to the hub users' side of every subscription.
+
+use async_trait::async_trait;
+use entente_model::{
+    Address, DomainKind, ErrorCode, Event, Failure, Message, Presence, PresenceKind, Show,
+    Subscription, SubscriptionKind,
+};
+use entente_policy::{Origin, Policy, Refusal};
+use entente_store::{QueuedMessage, RosterItem, Store, StoreError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::mpsc;
+
+/// A federation edge: owns some domains and carries events to them.
+#[async_trait]
+pub trait Edge: Send + Sync + 'static {
+    /// Short name for logs and metrics (`xmpp`, `sip`).
+    fn name(&self) -> &'static str;
+    /// How the local parts of the edge's domains normalise.
+    fn kind(&self) -> DomainKind;
+    /// Accepts an event for one of the edge's domains. `Ok` means the edge has taken
+    /// responsibility for it; a later failure comes back through [`Router::submit`] as a
+    /// [`Event::Failure`] addressed to the original sender.
+    async fn deliver(&self, event: Event) -> Result<(), Refusal>;
+}
+
+/// What the router hands to a hub session.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// A message committed to the recipient's queue: the session writes it, then calls
+    /// [`Router::delivered`].
+    Message(QueuedMessage),
+    /// Anything else addressed to the user (presence, typing, subscription notices, failures).
+    Event(Event),
+    /// The user's roster changed; the session may send it again.
+    RosterChanged,
+}
+
+/// A hub session's presence as the user set it; `None` is invisible.
+pub type SessionPresence = Option<(Show, Option<String>)>;
+
+struct Slot {
+    id: u64,
+    tx: mpsc::Sender<Delivery>,
+    presence: SessionPresence,
+    /// When the presence was last set: the newest visible session speaks for the user.
+    stamp: u64,
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<Address, Vec<Slot>>,
+    next: u64,
+    /// Last presence seen from federated contacts.
+    remote_presence: HashMap<Address, PresenceKind>,
+}
+
+impl State {
+    fn presence_of(&self, user: &Address) -> PresenceKind {
+        self.sessions
+            .get(user)
+            .and_then(|slots| {
+                slots
+                    .iter()
+                    .filter_map(|s| s.presence.as_ref().map(|p| (s.stamp, p)))
+                    .max_by_key(|(stamp, _)| *stamp)
+                    .map(|(_, (show, status))| PresenceKind::Available {
+                        show: *show,
+                        status: status.clone(),
+                    })
+            })
+            .unwrap_or(PresenceKind::Unavailable { status: None })
+    }
+}
+
+/// A live hub session of one user, as the router knows it.
+pub struct SessionHandle {
+    pub id: u64,
+    pub address: Address,
+    pub rx: mpsc::Receiver<Delivery>,
+}
+
+/// How many deliveries may wait for a slow session before it is cut off (its messages stay queued).
+const SESSION_BACKLOG: usize = 1024;
+
+pub struct Router {
+    hub_domain: String,
+    store: Arc<dyn Store>,
+    policy: Policy,
+    edges: RwLock<HashMap<String, Arc<dyn Edge>>>,
+    state: Mutex<State>,
+}
+
+fn internal(e: StoreError) -> Refusal {
+    tracing::error!(error = %e, "store failure");
+    Refusal::new(
+        ErrorCode::Internal,
+        "the hub could not store this; try again",
+    )
+}
+
+fn origin_label(origin: &Origin) -> String {
+    match origin {
+        Origin::Hub => "hub".into(),
+        Origin::Partner { domain } => domain.clone(),
+    }
+}
+
+impl Router {
+    pub fn new(hub_domain: String, store: Arc<dyn Store>, policy: Policy) -> Router {
+        Router {
+            hub_domain,
+            store,
+            policy,
+            edges: RwLock::new(HashMap::new()),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    pub fn hub_domain(&self) -> &str {
+        &self.hub_domain
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Makes `edge` the owner of `domain`.
+    pub fn add_edge(&self, domain: &str, edge: Arc<dyn Edge>) {
+        self.edges
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(domain.to_lowercase(), edge);
+    }
+
+    fn edge(&self, domain: &str) -> Option<Arc<dyn Edge>> {
+        self.edges
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(domain)
+            .cloned()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_local(&self, address: &Address) -> bool {
+        address.domain() == self.hub_domain
+    }
+
+    /// Normalises an address by the rules of whoever owns its domain.
+    pub fn normalize(&self, address: Address) -> Result<Address, Refusal> {
+        let kind = if self.is_local(&address) {
+            Some(DomainKind::Hub)
+        } else {
+            self.edge(address.domain()).map(|e| e.kind())
+        };
+        match kind {
+            Some(kind) => address
+                .normalize(kind)
+                .map_err(|e| Refusal::new(ErrorCode::BadRequest, format!("invalid address: {e}"))),
+            None => Ok(address),
+        }
+    }
+
+    /// Parses and normalises an address typed by a user.
+    pub fn parse_address(&self, text: &str) -> Result<Address, Refusal> {
+        let address = Address::parse(text).map_err(|e| {
+            Refusal::new(
+                ErrorCode::BadRequest,
+                format!("invalid address {text:?}: {e}"),
+            )
+        })?;
+        self.normalize(address)
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.state().sessions.values().map(Vec::len).sum()
+    }
+
+    // ----- hub sessions -------------------------------------------------------------------
+
+    /// Registers a signed-in session; signing on makes the user available.
+    pub async fn open_session(&self, address: Address) -> SessionHandle {
+        let (tx, rx) = mpsc::channel(SESSION_BACKLOG);
+        let (id, before, after) = {
+            let mut st = self.state();
+            st.next += 1;
+            let id = st.next;
+            let before = st.presence_of(&address);
+            let slot = Slot {
+                id,
+                tx,
+                presence: Some((Show::Available, None)),
+                stamp: id,
+            };
+            st.sessions.entry(address.clone()).or_default().push(slot);
+            (id, before, st.presence_of(&address))
+        };
+        metrics::gauge!("entente_sessions").set(self.session_count() as f64);
+        let first = matches!(before, PresenceKind::Unavailable { .. });
+        if before != after {
+            self.broadcast_presence(&address, after).await;
+        }
+        if first {
+            self.probe_remote_contacts(&address).await;
+        }
+        SessionHandle { id, address, rx }
+    }
+
+    pub async fn close_session(&self, address: &Address, id: u64) {
+        let (before, after) = {
+            let mut st = self.state();
+            let before = st.presence_of(address);
+            if let Some(slots) = st.sessions.get_mut(address) {
+                slots.retain(|s| s.id != id);
+                if slots.is_empty() {
+                    st.sessions.remove(address);
+                }
+            }
+            (before, st.presence_of(address))
+        };
+        metrics::gauge!("entente_sessions").set(self.session_count() as f64);
+        if before != after {
+            self.broadcast_presence(address, after).await;
+        }
+    }
+
+    /// Sets one session's presence and tells every subscriber when the user's presence changes.
+    pub async fn set_presence(&self, address: &Address, id: u64, presence: SessionPresence) {
+        let (before, after) = {
+            let mut st = self.state();
+            let before = st.presence_of(address);
+            st.next += 1;
+            let stamp = st.next;
+            if let Some(slot) = st
+                .sessions
+                .get_mut(address)
+                .and_then(|v| v.iter_mut().find(|s| s.id == id))
+            {
+                slot.presence = presence;
+                slot.stamp = stamp;
+            }
+            (before, st.presence_of(address))
+        };
+        if before != after {
+            self.broadcast_presence(address, after).await;
+        }
+    }
+
+    /// Current presence of a contact as the hub knows it.
+    pub fn presence_of(&self, contact: &Address) -> PresenceKind {
+        let st = self.state();
+        if self.is_local(contact) {
+            st.presence_of(contact)
+        } else {
+            st.remote_presence
+                .get(contact)
+                .cloned()
+                .unwrap_or(PresenceKind::Unavailable { status: None })
+        }
+    }
+
+    /// Hands a delivery to every live session of a hub user; a session too slow to keep up is
+    /// cut off (what it missed stays in the queue). Returns how many sessions took it.
+    fn push(&self, user: &Address, delivery: Delivery) -> usize {
+        let mut st = self.state();
+        let Some(slots) = st.sessions.get_mut(user) else {
+            return 0;
+        };
+        slots.retain(|s| match s.tx.try_send(delivery.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(user = %user, session = s.id, "session cannot keep up; disconnecting it");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+        slots.len()
+    }
+
+    /// Called by a session once it has written a queued message to its client.
+    pub async fn delivered(&self, message: &QueuedMessage) {
+        if let Err(e) = self.store.dequeue(&message.to, message.seq).await {
+            tracing::error!(error = %e, "could not remove a delivered message from the queue");
+        }
+    }
+
+    // ----- routing ------------------------------------------------------------------------
+
+    /// Routes one event. `Ok` means it was committed or handed on and will not be lost.
+    pub async fn submit(&self, origin: Origin, event: Event) -> Result<(), Refusal> {
+        let kind = event.kind();
+        let result = self.submit_inner(&origin, event).await;
+        let outcome = match &result {
+            Ok(()) => "ok",
+            Err(r) => r.code.as_str(),
+        };
+        metrics::counter!("entente_events_routed_total", "kind" => kind.as_str(), "origin" => origin_label(&origin), "outcome" => outcome)
+            .increment(1);
+        if let Err(r) = &result {
+            metrics::counter!("entente_errors_total", "code" => r.code.as_str()).increment(1);
+        }
+        result
+    }
+
+    async fn submit_inner(&self, origin: &Origin, event: Event) -> Result<(), Refusal> {
+        self.policy.check(&event, origin)?;
+        if let Origin::Partner { .. } = origin {
+            if self.is_local(event.from()) {
+                return Err(Refusal::new(
+                    ErrorCode::NotAuthorized,
+                    "a partner cannot speak for hub users",
+                ));
+            }
+        }
+        match event {
+            Event::Presence(Presence { to: None, .. }) => Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "broadcast presence is set per session",
+            )),
+            Event::Subscription(s) if matches!(origin, Origin::Hub) => {
+                self.outbound_subscription(&s).await?;
+                self.route(Event::Subscription(s)).await
+            }
+            event => self.route(event).await,
+        }
+    }
+
+    async fn route(&self, event: Event) -> Result<(), Refusal> {
+        let Some(to) = event.to().cloned() else {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "event without a recipient",
+            ));
+        };
+        if self.is_local(&to) {
+            return self.deliver_local(event, to).await;
+        }
+        self.route_remote(event).await
+    }
+
+    async fn route_remote(&self, event: Event) -> Result<(), Refusal> {
+        let domain = event
+            .to()
+            .map(|a| a.domain().to_string())
+            .unwrap_or_default();
+        match self.edge(&domain) {
+            Some(edge) => edge.deliver(event).await,
+            None => Err(Refusal::new(
+                ErrorCode::RemoteServerNotFound,
+                format!("no route to domain {domain}"),
+            )),
+        }
+    }
+
+    async fn deliver_local(&self, event: Event, to: Address) -> Result<(), Refusal> {
+        if !self
+            .store
+            .account_exists(to.local())
+            .await
+            .map_err(internal)?
+        {
+            return Err(Refusal::new(
+                ErrorCode::ItemNotFound,
+                format!("no such user: {to}"),
+            ));
+        }
+        match event {
+            Event::Message(m) => self.accept_message(m).await,
+            Event::Subscription(s) => self.inbound_subscription(s).await,
+            Event::Presence(p) => self.inbound_presence(p).await,
+            event @ (Event::Typing(_) | Event::Receipt(_) | Event::Failure(_)) => {
+                self.push(&to, Delivery::Event(event));
+                Ok(())
+            }
+        }
+    }
+
+    async fn accept_message(&self, m: Message) -> Result<(), Refusal> {
+        let queued = QueuedMessage {
+            seq: 0,
+            to: m.to,
+            from: m.from,
+            id: m.id,
+            body: m.body,
+            thread: m.thread,
+            ts: m.ts,
+        };
+        let queued = self.store.enqueue(queued).await.map_err(internal)?;
+        let to = queued.to.clone();
+        self.push(&to, Delivery::Message(queued));
+        Ok(())
+    }
+
+    /// Tells a sender that an event it sent could not be delivered.
+    pub async fn bounce(&self, failure: Failure) {
+        let to = failure.to.clone();
+        if self.is_local(&to) {
+            self.push(&to, Delivery::Event(Event::Failure(failure)));
+        } else if let Err(e) = self.route_remote(Event::Failure(failure)).await {
+            tracing::debug!(error = %e, "a failure report could not be returned");
+        }
+    }
+
+    // ----- presence -----------------------------------------------------------------------
+
+    async fn inbound_presence(&self, p: Presence) -> Result<(), Refusal> {
+        let Some(user) = p.to.clone() else {
+            return Ok(());
+        };
+        let item = self
+            .store
+            .roster_item(&user, &p.from)
+            .await
+            .map_err(internal)?;
+        match &p.kind {
+            PresenceKind::Probe => {
+                // Answer only contacts allowed to see us (RFC 6121 §4.3.2).
+                if item.is_some_and(|i| i.subscription.has_from()) {
+                    let kind = self.presence_of(&user);
+                    let answer = Presence {
+                        from: user,
+                        to: Some(p.from),
+                        kind,
+                    };
+                    if let Err(e) = self.route_remote(Event::Presence(answer)).await {
+                        tracing::debug!(error = %e, "probe answer not sent");
+                    }
+                }
+                Ok(())
+            }
+            kind => {
+                if !self.is_local(&p.from) {
+                    self.state()
+                        .remote_presence
+                        .insert(p.from.clone(), kind.clone());
+                }
+                if item.is_some_and(|i| i.subscription.has_to()) {
+                    self.push(&user, Delivery::Event(Event::Presence(p)));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends a user's presence to every contact allowed to see it.
+    async fn broadcast_presence(&self, user: &Address, kind: PresenceKind) {
+        let roster = match self.store.roster(user).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read roster for presence");
+                return;
+            }
+        };
+        for item in roster.into_iter().filter(|i| i.subscription.has_from()) {
+            self.send_presence(user, &item.contact, kind.clone()).await;
+        }
+    }
+
+    async fn send_presence(&self, from: &Address, to: &Address, kind: PresenceKind) {
+        let p = Presence {
+            from: from.clone(),
+            to: Some(to.clone()),
+            kind,
+        };
+        let result = if self.is_local(to) {
+            self.inbound_presence(p).await
+        } else {
+            self.route_remote(Event::Presence(p)).await
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, to = %to, "presence not delivered");
+        }
+    }
+
+    async fn probe_remote_contacts(&self, user: &Address) {
+        let Ok(roster) = self.store.roster(user).await else {
+            return;
+        };
+        for item in roster
+            .into_iter()
+            .filter(|i| i.subscription.has_to() && !self.is_local(&i.contact))
+        {
+            let probe = Presence {
+                from: user.clone(),
+                to: Some(item.contact),
+                kind: PresenceKind::Probe,
+            };
+            if let Err(e) = self.route_remote(Event::Presence(probe)).await {
+                tracing::debug!(error = %e, "probe not sent");
+            }
+        }
+    }
+
+    // ----- subscriptions (RFC 6121 §3) ----------------------------------------------------
+
+    async fn item(&self, owner: &Address, contact: &Address) -> Result<RosterItem, Refusal> {
+        Ok(self
+            .store
+            .roster_item(owner, contact)
+            .await
+            .map_err(internal)?
+            .unwrap_or_else(|| RosterItem::new(contact.clone())))
+    }
+
+    /// Stores the owner's side of a subscription; an item with no subscription and nothing
+    /// pending either way is removed.
+    async fn save(&self, owner: &Address, item: &RosterItem) -> Result<(), Refusal> {
+        let empty = item.subscription == entente_store::SubState::None
+            && !item.pending_in
+            && !item.pending_out;
+        if empty {
+            self.store
+                .remove_roster_item(owner, &item.contact)
+                .await
+                .map_err(internal)?;
+        } else {
+            self.store
+                .put_roster_item(owner, item)
+                .await
+                .map_err(internal)?;
+        }
+        self.push(owner, Delivery::RosterChanged);
+        Ok(())
+    }
+
+    /// The hub user's own side of a subscription event it sends.
+    async fn outbound_subscription(&self, s: &Subscription) -> Result<(), Refusal> {
+        if s.from == s.to {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "you cannot subscribe to yourself",
+            ));
+        }
+        let mut item = self.item(&s.from, &s.to).await?;
+        match s.kind {
+            SubscriptionKind::Subscribe => item.pending_out = true,
+            SubscriptionKind::Unsubscribe => {
+                item.pending_out = false;
+                item.subscription = item.subscription.with_to(false);
+            }
+            SubscriptionKind::Subscribed => {
+                if !item.pending_in {
+                    return Err(Refusal::new(
+                        ErrorCode::BadRequest,
+                        format!("no pending request from {}", s.to),
+                    ));
+                }
+                item.pending_in = false;
+                item.subscription = item.subscription.with_from(true);
+            }
+            SubscriptionKind::Unsubscribed => {
+                item.pending_in = false;
+                item.subscription = item.subscription.with_from(false);
+            }
+        }
+        self.save(&s.from, &item).await
+    }
+
+    /// The hub user's side of a subscription event it receives.
+    async fn inbound_subscription(&self, s: Subscription) -> Result<(), Refusal> {
+        let user = s.to.clone();
+        let contact = s.from.clone();
+        let mut item = self.item(&user, &contact).await?;
+        match s.kind {
+            SubscriptionKind::Subscribe => {
+                if item.subscription.has_from() {
+                    // Already approved: answer for the user (RFC 6121 §3.1.3).
+                    let answer = Subscription {
+                        from: user.clone(),
+                        to: contact.clone(),
+                        kind: SubscriptionKind::Subscribed,
+                    };
+                    self.deliver_answer(answer).await;
+                    self.send_presence(&user, &contact, self.presence_of(&user))
+                        .await;
+                    return Ok(());
+                }
+                item.pending_in = true;
+                self.save(&user, &item).await?;
+                self.push(&user, Delivery::Event(Event::Subscription(s)));
+            }
+            SubscriptionKind::Subscribed => {
+                if !item.pending_out {
+                    return Ok(());
+                }
+                item.pending_out = false;
+                item.subscription = item.subscription.with_to(true);
+                self.save(&user, &item).await?;
+                self.push(&user, Delivery::Event(Event::Subscription(s)));
+                if self.is_local(&contact) {
+                    let kind = self.presence_of(&contact);
+                    self.push(
+                        &user,
+                        Delivery::Event(Event::Presence(Presence {
+                            from: contact,
+                            to: Some(user.clone()),
+                            kind,
+                        })),
+                    );
+                }
+            }
+            SubscriptionKind::Unsubscribe => {
+                if item.subscription.has_from() || item.pending_in {
+                    item.pending_in = false;
+                    item.subscription = item.subscription.with_from(false);
+                    self.save(&user, &item).await?;
+                    // The contact no longer sees us: it gets our unavailable presence.
+                    if !self.is_local(&contact) {
+                        self.send_presence(
+                            &user,
+                            &contact,
+                            PresenceKind::Unavailable { status: None },
+                        )
+                        .await;
+                    }
+                }
+            }
+            SubscriptionKind::Unsubscribed => {
+                if item.subscription.has_to() || item.pending_out {
+                    item.pending_out = false;
+                    item.subscription = item.subscription.with_to(false);
+                    self.save(&user, &item).await?;
+                    self.push(&user, Delivery::Event(Event::Subscription(s)));
+                    let gone = Presence {
+                        from: contact,
+                        to: Some(user.clone()),
+                        kind: PresenceKind::Unavailable { status: None },
+                    };
+                    self.push(&user, Delivery::Event(Event::Presence(gone)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn deliver_answer(&self, answer: Subscription) {
+        let result = if self.is_local(&answer.to) {
+            Box::pin(self.inbound_subscription(answer)).await
+        } else {
+            self.route_remote(Event::Subscription(answer)).await
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "subscription answer not delivered");
+        }
+    }
+
+    /// Removes a contact from a hub user's roster, ending the subscription both ways.
+    pub async fn remove_contact(&self, user: &Address, contact: &Address) -> Result<(), Refusal> {
+        let Some(item) = self
+            .store
+            .roster_item(user, contact)
+            .await
+            .map_err(internal)?
+        else {
+            return Err(Refusal::new(
+                ErrorCode::ItemNotFound,
+                format!("{contact} is not in your contacts"),
+            ));
+        };
+        if item.subscription.has_to() || item.pending_out {
+            let s = Subscription {
+                from: user.clone(),
+                to: contact.clone(),
+                kind: SubscriptionKind::Unsubscribe,
+            };
+            self.submit(Origin::Hub, Event::Subscription(s)).await.ok();
+        }
+        if item.subscription.has_from() || item.pending_in {
+            let s = Subscription {
+                from: user.clone(),
+                to: contact.clone(),
+                kind: SubscriptionKind::Unsubscribed,
+            };
+            self.submit(Origin::Hub, Event::Subscription(s)).await.ok();
+        }
+        self.store
+            .remove_roster_item(user, contact)
+            .await
+            .map_err(internal)?;
+        self.push(user, Delivery::RosterChanged);
+        Ok(())
+    }
+}
