@@ -102,10 +102,10 @@ fn internal(e: StoreError) -> Refusal {
     )
 }
 
-fn origin_label(origin: &Origin) -> String {
+fn origin_label(origin: &Origin) -> &'static str {
     match origin {
-        Origin::Hub => "hub".into(),
-        Origin::Partner { domain } => domain.clone(),
+        Origin::Hub => "hub",
+        Origin::Partner { .. } => "partner",
     }
 }
 
@@ -299,17 +299,27 @@ impl Router {
     /// Routes one event. `Ok` means it was committed or handed on and will not be lost.
     pub async fn submit(&self, origin: Origin, event: Event) -> Result<(), Refusal> {
         let kind = event.kind();
+        let edge = self.destination_label(&event);
         let result = self.submit_inner(&origin, event).await;
         let outcome = match &result {
             Ok(()) => "ok",
             Err(r) => r.code.as_str(),
         };
-        metrics::counter!("entente_events_routed_total", "kind" => kind.as_str(), "origin" => origin_label(&origin), "outcome" => outcome)
+        metrics::counter!("entente_events_routed_total", "kind" => kind.as_str(), "from" => origin_label(&origin), "edge" => edge, "outcome" => outcome)
             .increment(1);
         if let Err(r) = &result {
             metrics::counter!("entente_errors_total", "code" => r.code.as_str()).increment(1);
         }
         result
+    }
+
+    /// Where an event is headed, for metrics: `hub`, an edge's name, or `unrouted`.
+    fn destination_label(&self, event: &Event) -> &'static str {
+        match event.to() {
+            Some(to) if self.is_local(to) => "hub",
+            Some(to) => self.edge(to.domain()).map(|e| e.name()).unwrap_or("unrouted"),
+            None => "hub",
+        }
     }
 
     async fn submit_inner(&self, origin: &Origin, event: Event) -> Result<(), Refusal> {
