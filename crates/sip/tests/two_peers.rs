@@ -1,0 +1,443 @@
+//! Two endpoints over a virtual link with a virtual clock: retransmissions, timeouts,
+//! retransmission absorption, subscriptions with refresh and expiry, in both roles.
+
+mod support;
+
+use std::time::Duration;
+
+use entente_model::{
+    ChatState, ErrorCode, Event, Failure, Message, Presence, PresenceKind, Show, Subscription,
+    SubscriptionKind, Typing,
+};
+use entente_sip::Transport;
+use support::{addr, Net, Side};
+use time::OffsetDateTime;
+
+fn message(id: &str, body: &str) -> Event {
+    Event::Message(Message {
+        id: id.into(),
+        from: addr("bob@hub.test"),
+        to: addr("carol@corp-b.test"),
+        body: body.into(),
+        thread: None,
+        ts: OffsetDateTime::UNIX_EPOCH,
+    })
+}
+
+fn messages(events: &[Event]) -> Vec<&Message> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+fn failures(events: &[Event]) -> Vec<&Failure> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Failure(f) => Some(f),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn message_survives_lost_requests_over_udp() {
+    let mut net = Net::new(Transport::Udp);
+    let mut lost = 0;
+    net.drop = Box::new(move |p| {
+        if p.first_line().starts_with("MESSAGE") && lost < 2 {
+            lost += 1;
+            return true;
+        }
+        false
+    });
+    net.send(Side::A, message("m1", "hello carol"));
+    net.advance(Duration::from_secs(40));
+    let got = messages(&net.events_b);
+    assert_eq!(got.len(), 1, "delivered exactly once");
+    assert_eq!(got[0].body, "hello carol");
+    assert_eq!(got[0].from, addr("bob@hub.test"));
+    assert_eq!(got[0].to, addr("carol@corp-b.test"));
+    // Sent at 0, 0.5 s (both lost), 1.5 s (arrives; answered after B's 1 s answer delay,
+    // before timer E fires again at 3.5 s).
+    let sent: Vec<Duration> = net.sent(Side::A, "MESSAGE").iter().map(|p| p.at).collect();
+    assert_eq!(
+        sent,
+        vec![
+            Duration::ZERO,
+            Duration::from_millis(500),
+            Duration::from_millis(1500)
+        ]
+    );
+    let answers = net.sent(Side::B, "SIP/2.0 200");
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0].at, Duration::from_millis(2500));
+    assert!(failures(&net.events_a).is_empty(), "{:?}", net.events_a);
+}
+
+#[test]
+fn final_response_absorbs_request_retransmissions() {
+    let mut b = support::config("127.0.0.2", "corp-b.test", Transport::Udp);
+    b.message_answer_delay = Duration::ZERO;
+    let a = support::config("127.0.0.1", "hub.test", Transport::Udp);
+    let mut net = Net::with_configs(a, b, Transport::Udp);
+    let mut lost = 0;
+    // The first two 200 OKs are lost: B must replay its answer, never deliver twice.
+    net.drop = Box::new(move |p| {
+        if p.first_line().starts_with("SIP/2.0 200") && lost < 2 {
+            lost += 1;
+            return true;
+        }
+        false
+    });
+    net.send(Side::A, message("m2", "once"));
+    net.advance(Duration::from_secs(60));
+    assert_eq!(messages(&net.events_b).len(), 1);
+    assert_eq!(net.sent(Side::A, "MESSAGE").len(), 3);
+    assert_eq!(net.sent(Side::B, "SIP/2.0 200").len(), 3);
+    let replies: Vec<&str> = net
+        .sent(Side::B, "SIP/2.0 200")
+        .iter()
+        .map(|p| p.text.as_str())
+        .collect();
+    assert!(
+        replies.windows(2).all(|w| w[0] == w[1]),
+        "replayed byte for byte"
+    );
+    assert!(failures(&net.events_a).is_empty());
+}
+
+#[test]
+fn udp_request_times_out_after_64_t1_with_retransmissions() {
+    let mut net = Net::new(Transport::Udp);
+    net.drop = Box::new(|p| p.from == Side::A);
+    net.send(Side::A, message("m3", "into the void"));
+    net.advance(Duration::from_secs(31));
+    assert!(failures(&net.events_a).is_empty());
+    net.advance(Duration::from_secs(2));
+    let f = failures(&net.events_a);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].code, ErrorCode::RemoteServerTimeout);
+    assert_eq!(f[0].id, "m3");
+    assert_eq!(f[0].to, addr("bob@hub.test"));
+    assert_eq!(f[0].from, addr("carol@corp-b.test"));
+    // 0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5 s.
+    assert_eq!(net.sent(Side::A, "MESSAGE").len(), 11);
+}
+
+#[test]
+fn tcp_never_retransmits_and_still_times_out() {
+    let mut net = Net::new(Transport::Tcp);
+    net.drop = Box::new(|p| p.from == Side::A);
+    net.send(Side::A, message("m4", "over tcp"));
+    net.advance(Duration::from_secs(40));
+    assert_eq!(net.sent(Side::A, "MESSAGE").len(), 1);
+    assert!(net.sent(Side::A, "MESSAGE")[0].text.contains("SIP/2.0/TCP"));
+    assert_eq!(
+        failures(&net.events_a)[0].code,
+        ErrorCode::RemoteServerTimeout
+    );
+}
+
+#[test]
+fn tcp_message_is_answered_once() {
+    let mut net = Net::new(Transport::Tcp);
+    net.send(Side::A, message("m5", "over tcp"));
+    net.advance(Duration::from_secs(40));
+    assert_eq!(messages(&net.events_b).len(), 1);
+    assert_eq!(net.sent(Side::B, "SIP/2.0 200").len(), 1);
+    assert!(failures(&net.events_a).is_empty());
+}
+
+#[test]
+fn refusal_by_policy_travels_back_as_403_with_warning() {
+    let mut net = Net::new(Transport::Udp);
+    net.send(Side::A, message("m6", "buy now"));
+    let id = messages(&net.events_b)[0].id.clone();
+    net.send(
+        Side::B,
+        Event::Failure(Failure {
+            from: addr("carol@corp-b.test"),
+            to: addr("bob@hub.test"),
+            id,
+            code: ErrorCode::PolicyViolation,
+            text: "rule \"no-spam\"\r\nX-Injected: yes".into(),
+        }),
+    );
+    net.advance(Duration::from_secs(5));
+    let answer = net.sent(Side::B, "SIP/2.0 403")[0].text.clone();
+    assert!(
+        answer.contains("Warning: 399 127.0.0.2 \"rule 'no-spam'  X-Injected: yes\""),
+        "{answer}"
+    );
+    assert!(!answer.contains("\r\nX-Injected"));
+    let f = failures(&net.events_a);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].code, ErrorCode::PolicyViolation);
+    assert_eq!(f[0].id, "m6");
+    assert!(f[0].text.contains("no-spam"), "{}", f[0].text);
+    // Nothing more is sent after the explicit answer.
+    assert_eq!(net.sent(Side::B, "SIP/2.0 200").len(), 0);
+}
+
+#[test]
+fn typing_notifications_cross() {
+    let mut net = Net::new(Transport::Udp);
+    net.send(
+        Side::A,
+        Event::Typing(Typing {
+            from: addr("bob@hub.test"),
+            to: addr("carol@corp-b.test"),
+            state: ChatState::Composing,
+        }),
+    );
+    assert_eq!(
+        net.events_b,
+        vec![Event::Typing(Typing {
+            from: addr("bob@hub.test"),
+            to: addr("carol@corp-b.test"),
+            state: ChatState::Composing,
+        })]
+    );
+    assert!(net.sent(Side::A, "MESSAGE")[0]
+        .text
+        .contains("Content-Type: application/im-iscomposing+xml"));
+}
+
+fn sub(from: &str, to: &str, kind: SubscriptionKind) -> Event {
+    Event::Subscription(Subscription {
+        from: addr(from),
+        to: addr(to),
+        kind,
+    })
+}
+
+#[test]
+fn presence_subscription_lifecycle_with_refresh_in_both_roles() {
+    let mut net = Net::new(Transport::Udp);
+    // A (subscriber for bob) → B (notifier for carol).
+    net.send(
+        Side::A,
+        sub(
+            "bob@hub.test",
+            "carol@corp-b.test",
+            SubscriptionKind::Subscribe,
+        ),
+    );
+    assert_eq!(
+        net.events_b,
+        vec![sub(
+            "bob@hub.test",
+            "carol@corp-b.test",
+            SubscriptionKind::Subscribe
+        )]
+    );
+    assert!(
+        net.events_a.is_empty(),
+        "pending says nothing: {:?}",
+        net.events_a
+    );
+    let notify = net.sent(Side::B, "NOTIFY")[0].text.clone();
+    assert!(notify.contains("Subscription-State: pending"), "{notify}");
+
+    // carol's side approves; then publishes a presence.
+    net.send(
+        Side::B,
+        sub(
+            "carol@corp-b.test",
+            "bob@hub.test",
+            SubscriptionKind::Subscribed,
+        ),
+    );
+    assert_eq!(
+        net.events_a,
+        vec![sub(
+            "carol@corp-b.test",
+            "bob@hub.test",
+            SubscriptionKind::Subscribed
+        )]
+    );
+    net.events_a.clear();
+    net.send(
+        Side::B,
+        Event::Presence(Presence {
+            from: addr("carol@corp-b.test"),
+            to: None,
+            kind: PresenceKind::Available {
+                show: Show::Away,
+                status: Some("lunch <back at 2>".into()),
+            },
+        }),
+    );
+    assert_eq!(
+        net.events_a,
+        vec![Event::Presence(Presence {
+            from: addr("carol@corp-b.test"),
+            to: Some(addr("bob@hub.test")),
+            kind: PresenceKind::Available {
+                show: Show::Away,
+                status: Some("lunch <back at 2>".into()),
+            },
+        })]
+    );
+    net.events_a.clear();
+
+    // Two refresh cycles of the 3600 s subscription: no subscription event on either side.
+    net.advance(Duration::from_secs(7200));
+    let refreshes = net.sent(Side::A, "SUBSCRIBE");
+    assert!(
+        refreshes.len() >= 3,
+        "initial + refreshes: {}",
+        refreshes.len()
+    );
+    assert!(refreshes[1].text.contains(";tag="), "refresh is in-dialog");
+    assert!(
+        net.events_a.iter().all(|e| matches!(e, Event::Presence(_))),
+        "{:?}",
+        net.events_a
+    );
+    assert_eq!(net.events_b.len(), 1, "{:?}", net.events_b);
+
+    // bob unsubscribes: B reports it, the final NOTIFY produces nothing at A.
+    net.events_a.clear();
+    net.send(
+        Side::A,
+        sub(
+            "bob@hub.test",
+            "carol@corp-b.test",
+            SubscriptionKind::Unsubscribe,
+        ),
+    );
+    net.advance(Duration::from_secs(60));
+    assert_eq!(
+        net.events_b.last(),
+        Some(&sub(
+            "bob@hub.test",
+            "carol@corp-b.test",
+            SubscriptionKind::Unsubscribe
+        ))
+    );
+    assert!(net
+        .sent(Side::B, "NOTIFY")
+        .last()
+        .unwrap()
+        .text
+        .contains("terminated"));
+    assert!(net.events_a.is_empty(), "{:?}", net.events_a);
+    // Nothing left to time out on either side once transactions are done.
+    net.advance(Duration::from_secs(3600));
+    assert_eq!(net.a.poll_timeout(), None);
+    assert_eq!(net.b.poll_timeout(), None);
+}
+
+#[test]
+fn subscriptions_expire_when_the_link_goes_down() {
+    let mut net = Net::new(Transport::Udp);
+    net.send(
+        Side::A,
+        sub(
+            "bob@hub.test",
+            "carol@corp-b.test",
+            SubscriptionKind::Subscribe,
+        ),
+    );
+    net.send(
+        Side::B,
+        sub(
+            "carol@corp-b.test",
+            "bob@hub.test",
+            SubscriptionKind::Subscribed,
+        ),
+    );
+    net.events_a.clear();
+    net.events_b.clear();
+    net.drop = Box::new(|_| true);
+    net.advance(Duration::from_secs(3700));
+    // A's refresh timed out: bob no longer sees carol.
+    assert_eq!(
+        net.events_a,
+        vec![sub(
+            "carol@corp-b.test",
+            "bob@hub.test",
+            SubscriptionKind::Unsubscribed
+        )]
+    );
+    // B's subscription ran out without a refresh: the watcher is gone.
+    assert_eq!(
+        net.events_b,
+        vec![sub(
+            "bob@hub.test",
+            "carol@corp-b.test",
+            SubscriptionKind::Unsubscribe
+        )]
+    );
+}
+
+#[test]
+fn rejected_subscription_terminates_at_the_subscriber() {
+    let mut net = Net::new(Transport::Tcp);
+    net.send(
+        Side::A,
+        sub(
+            "bob@hub.test",
+            "carol@corp-b.test",
+            SubscriptionKind::Subscribe,
+        ),
+    );
+    net.send(
+        Side::B,
+        sub(
+            "carol@corp-b.test",
+            "bob@hub.test",
+            SubscriptionKind::Unsubscribed,
+        ),
+    );
+    assert_eq!(
+        net.events_a,
+        vec![sub(
+            "carol@corp-b.test",
+            "bob@hub.test",
+            SubscriptionKind::Unsubscribed
+        )]
+    );
+    let last = net.sent(Side::B, "NOTIFY").last().unwrap().text.clone();
+    assert!(last.contains("terminated;reason=rejected"), "{last}");
+}
+
+#[test]
+fn probe_is_a_one_off_fetch() {
+    let mut net = Net::new(Transport::Udp);
+    // B knows carol's presence before anyone asks.
+    net.send(
+        Side::B,
+        Event::Presence(Presence {
+            from: addr("carol@corp-b.test"),
+            to: None,
+            kind: PresenceKind::Available {
+                show: Show::Dnd,
+                status: None,
+            },
+        }),
+    );
+    net.send(
+        Side::A,
+        Event::Presence(Presence {
+            from: addr("bob@hub.test"),
+            to: Some(addr("carol@corp-b.test")),
+            kind: PresenceKind::Probe,
+        }),
+    );
+    net.advance(Duration::from_secs(60));
+    let sub = net.sent(Side::A, "SUBSCRIBE")[0].text.clone();
+    assert!(sub.contains("Expires: 0"), "{sub}");
+    // A fetch creates no subscription at B, and A reports no subscription change.
+    assert!(net.events_b.is_empty(), "{:?}", net.events_b);
+    assert!(net
+        .events_a
+        .iter()
+        .all(|e| !matches!(e, Event::Subscription(_))));
+}
