@@ -172,7 +172,8 @@ impl StreamReader {
 
     fn read_inner(&mut self, input: &mut &[u8]) -> Result<Option<ReadEvent>, ReadError> {
         loop {
-            if self.ended || input.is_empty() {
+            // Called even with no input left: rxml may hold queued events (the end of `<a/>`).
+            if self.ended {
                 return Ok(None);
             }
             let budget = self
@@ -450,6 +451,14 @@ mod tests {
         assert!(db.is("result", ns::DIALBACK));
         assert_eq!(db.text(), "abc");
         assert_eq!(events[3], ReadEvent::End);
+    }
+
+    #[test]
+    fn self_closing_element_at_end_of_input_is_complete() {
+        let input = with_header(b"<db:result from='a.test' to='b.test' type='valid'/>");
+        let mut reader = StreamReader::new(Limits::default());
+        let events = read_all(&mut reader, &input).unwrap();
+        assert_eq!(events.len(), 2);
     }
 
     #[test]
