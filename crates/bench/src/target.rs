@@ -67,7 +67,9 @@ pub struct SpawnSettings {
     /// Hub client frames per second per connection (the server's token bucket).
     pub connection_rate: f64,
     /// Size of that bucket.
-    pub connection_burst: u64,
+    pub connection_burst: u32,
+    /// Extra environment variables for the server process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for SpawnSettings {
@@ -77,6 +79,7 @@ impl Default for SpawnSettings {
             domain: "localhost".to_string(),
             connection_rate: 1_000_000.0,
             connection_burst: 1_000_000,
+            env: Vec::new(),
         }
     }
 }
@@ -181,6 +184,7 @@ impl SpawnedServer {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
+            .envs(settings.env.iter().map(|(k, v)| (k, v)))
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;

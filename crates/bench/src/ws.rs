@@ -107,6 +107,11 @@ pub struct WsArgs {
     /// Sign-ins in flight at once.
     #[arg(long, default_value_t = 8)]
     pub connect_concurrency: usize,
+    /// Sign-ins done and closed again before the baseline memory reading, so that memory the
+    /// server's allocator keeps after password checks is not counted per session (default:
+    /// every user signs in once; 0 to skip).
+    #[arg(long)]
+    pub warmup: Option<usize>,
     /// Seconds to wait, once every session is signed in, before reading the server's memory.
     #[arg(long, default_value_t = 2.0)]
     pub settle: f64,
@@ -118,7 +123,10 @@ pub struct WsArgs {
     pub spawn_connection_rate: f64,
     /// Token bucket size written into a spawned server's configuration.
     #[arg(long, default_value_t = 1_000_000)]
-    pub spawn_connection_burst: u64,
+    pub spawn_connection_burst: u32,
+    /// Environment variable for a spawned server, as KEY=VALUE; may be repeated.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env_pair)]
+    pub server_env: Vec<(String, String)>,
     /// Also write the report as JSON to this file (`-` for stdout instead of the table).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -179,6 +187,9 @@ impl WsArgs {
         if !(0.0..=600.0).contains(&self.drain) {
             bail!("--drain must be between 0 and 600 seconds");
         }
+        if !self.server_env.is_empty() && self.spawn.is_none() {
+            bail!("--server-env goes with --spawn");
+        }
         if self.server_pid.is_some() && self.url.is_none() {
             bail!("--server-pid goes with --url");
         }
@@ -188,6 +199,18 @@ impl WsArgs {
     fn user(&self, index: usize) -> String {
         format!("{}{index}", self.user_prefix)
     }
+}
+
+/// Reads `KEY=VALUE` for --server-env.
+fn parse_env_pair(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: expected KEY=VALUE"))?;
+    let key_ok = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !key_ok {
+        return Err(format!("`{key}`: not an environment variable name"));
+    }
+    Ok((key.to_string(), value.to_string()))
 }
 
 /// A message body carrying the run, the sender's sequence number and the send time, padded
@@ -627,6 +650,7 @@ pub struct WsReport {
     pub server_url: String,
     pub server_pid: Option<u32>,
     pub spawned: bool,
+    pub server_env: Vec<String>,
     pub sessions: usize,
     pub pattern: Pattern,
     pub window: u32,
@@ -637,6 +661,7 @@ pub struct WsReport {
     pub users_created: usize,
     pub users_existing: usize,
     pub register_s: f64,
+    pub warmup_sign_ins: usize,
     pub sign_in_s: f64,
     pub sign_in_latency: Option<LatencySummary>,
     pub sending_s: f64,
@@ -674,6 +699,14 @@ impl WsReport {
                         format!("{p}{}", if self.spawned { " (spawned)" } else { "" })
                     }),
             )
+            .row(
+                "server environment",
+                if self.server_env.is_empty() {
+                    "inherited".to_string()
+                } else {
+                    self.server_env.join(" ")
+                },
+            )
             .row("sessions", self.sessions)
             .row("pattern", format!("{:?}", self.pattern).to_lowercase())
             .row("window", self.window)
@@ -702,6 +735,7 @@ impl WsReport {
                     self.users_created, self.users_existing, self.register_s
                 ),
             )
+            .row("warm-up sign-ins", self.warmup_sign_ins)
             .row("sign-in", format!("{:.1}s for all", self.sign_in_s));
         if let Some(s) = &self.sign_in_latency {
             t.row("sign-in p50/p99/p99.9/max", s.percentiles_line());
@@ -772,6 +806,7 @@ pub async fn run(args: WsArgs) -> Result<()> {
             let settings = SpawnSettings {
                 connection_rate: args.spawn_connection_rate,
                 connection_burst: args.spawn_connection_burst,
+                env: args.server_env.clone(),
                 ..SpawnSettings::default()
             };
             let server = SpawnedServer::start(binary, &settings).await?;
@@ -866,6 +901,38 @@ async fn measure(
         }
     }
 
+    // Warm-up: sign-ins whose sessions are closed again before the baseline reading.
+    let warmup = args.warmup.unwrap_or(n).min(n);
+    if warmup > 0 {
+        eprintln!("warming up with {warmup} sign-ins…");
+        let results: Vec<Result<()>> = futures::stream::iter(0..warmup)
+            .map(|i| {
+                let plan = SessionPlan {
+                    user: args.user(i),
+                    password: args.password.clone(),
+                    peer_user: String::new(),
+                    ws_url: target.ws_url(),
+                    window: 1,
+                    interval: None,
+                    max_messages: 0,
+                    body_size: 0,
+                };
+                async move {
+                    let (mut ws, _) = tokio::time::timeout(REQUEST_TIMEOUT, sign_in(&plan))
+                        .await
+                        .map_err(|_| anyhow!("warm-up sign-in of `{}` timed out", plan.user))??;
+                    let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(None)).await;
+                    Ok(())
+                }
+            })
+            .buffer_unordered(args.connect_concurrency)
+            .collect()
+            .await;
+        for result in results {
+            result.context("warm-up sign-in")?;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let before = read_memory(pid)?;
 
     // Sessions.
@@ -1047,6 +1114,11 @@ async fn measure(
         server_url: format!("http://{}", target.addr),
         server_pid: pid,
         spawned: spawned.is_some(),
+        server_env: args
+            .server_env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
         sessions: n,
         pattern: args.pattern,
         window: args.window,
@@ -1057,6 +1129,7 @@ async fn measure(
         users_created,
         users_existing,
         register_s,
+        warmup_sign_ins: warmup,
         sign_in_s,
         sign_in_latency: LatencySummary::from_histogram(&sign_in_latency),
         sending_s,
@@ -1269,6 +1342,31 @@ mod tests {
             let parsed = args(&argv).unwrap();
             assert!(parsed.validate().is_err(), "{bad:?} was accepted");
         }
+        let with_env = args(&[
+            "--spawn",
+            "x",
+            "--server-env",
+            "A_B=1=2",
+            "--server-env",
+            "C=",
+        ])
+        .unwrap();
+        assert_eq!(
+            with_env.server_env,
+            [
+                ("A_B".to_string(), "1=2".to_string()),
+                ("C".to_string(), String::new())
+            ]
+        );
+        assert!(args(&["--spawn", "x", "--server-env", "novalue"]).is_err());
+        assert!(args(&["--spawn", "x", "--server-env", "=1"]).is_err());
+        assert!(args(&["--spawn", "x", "--server-env", "A B=1"]).is_err());
+        assert!(
+            args(&["--url", "http://127.0.0.1:1", "--server-env", "A=1"])
+                .unwrap()
+                .validate()
+                .is_err()
+        );
         // An odd count is fine in a ring.
         assert!(
             args(&["--spawn", "x", "--sessions", "3", "--pattern", "ring"])
@@ -1288,6 +1386,7 @@ mod tests {
             server_url: "http://127.0.0.1:4000".to_string(),
             server_pid: Some(42),
             spawned: true,
+            server_env: vec!["MALLOC_ARENA_MAX=2".to_string()],
             sessions: 100,
             pattern: Pattern::Ring,
             window: 4,
@@ -1298,6 +1397,7 @@ mod tests {
             users_created: 100,
             users_existing: 0,
             register_s: 3.25,
+            warmup_sign_ins: 8,
             sign_in_s: 4.5,
             sign_in_latency: None,
             sending_s: 10.0,
@@ -1362,6 +1462,7 @@ mod tests {
             "1.23 cores",
             "42 (spawned)",
             "0 after SIGTERM",
+            "MALLOC_ARENA_MAX=2",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }
