@@ -60,6 +60,18 @@ impl Event {
         }
     }
 
+    /// The sender and the recipient, to rewrite them (normalisation).
+    pub fn addresses_mut(&mut self) -> (&mut Address, Option<&mut Address>) {
+        match self {
+            Event::Message(m) => (&mut m.from, Some(&mut m.to)),
+            Event::Presence(p) => (&mut p.from, p.to.as_mut()),
+            Event::Subscription(s) => (&mut s.from, Some(&mut s.to)),
+            Event::Typing(t) => (&mut t.from, Some(&mut t.to)),
+            Event::Receipt(r) => (&mut r.from, Some(&mut r.to)),
+            Event::Failure(f) => (&mut f.from, Some(&mut f.to)),
+        }
+    }
+
     /// The recipient; `None` for a presence broadcast, which goes to every subscriber.
     pub fn to(&self) -> Option<&Address> {
         match self {

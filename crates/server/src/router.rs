@@ -297,6 +297,7 @@ impl Router {
     // ----- routing ------------------------------------------------------------------------
 
     /// Routes one event. `Ok` means it was committed or handed on and will not be lost.
+    /// Addresses are normalised here by the rules of their domains' owners.
     pub async fn submit(&self, origin: Origin, event: Event) -> Result<(), Refusal> {
         let kind = event.kind();
         let edge = self.destination_label(&event);
@@ -317,12 +318,20 @@ impl Router {
     fn destination_label(&self, event: &Event) -> &'static str {
         match event.to() {
             Some(to) if self.is_local(to) => "hub",
-            Some(to) => self.edge(to.domain()).map(|e| e.name()).unwrap_or("unrouted"),
+            Some(to) => self
+                .edge(to.domain())
+                .map(|e| e.name())
+                .unwrap_or("unrouted"),
             None => "hub",
         }
     }
 
-    async fn submit_inner(&self, origin: &Origin, event: Event) -> Result<(), Refusal> {
+    async fn submit_inner(&self, origin: &Origin, mut event: Event) -> Result<(), Refusal> {
+        let (from, to) = event.addresses_mut();
+        *from = self.normalize(from.clone())?;
+        if let Some(to) = to {
+            *to = self.normalize(to.clone())?;
+        }
         self.policy.check(&event, origin)?;
         if let Origin::Partner { .. } = origin {
             if self.is_local(event.from()) {
@@ -699,5 +708,328 @@ impl Router {
             .map_err(internal)?;
         self.push(user, Delivery::RosterChanged);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The router with a recording edge standing in for a federated domain.
+    use super::*;
+    use entente_policy::{FederationMode, PolicyConfig};
+    use entente_store::SqliteStore;
+    use time::OffsetDateTime;
+
+    struct RecordingEdge {
+        seen: Mutex<Vec<Event>>,
+        refuse: bool,
+    }
+
+    #[async_trait]
+    impl Edge for RecordingEdge {
+        fn name(&self) -> &'static str {
+            "test"
+        }
+        fn kind(&self) -> DomainKind {
+            DomainKind::Xmpp
+        }
+        async fn deliver(&self, event: Event) -> Result<(), Refusal> {
+            if self.refuse {
+                return Err(Refusal::new(ErrorCode::RemoteServerTimeout, "link down"));
+            }
+            self.seen.lock().unwrap().push(event);
+            Ok(())
+        }
+    }
+
+    impl RecordingEdge {
+        fn take(&self) -> Vec<Event> {
+            std::mem::take(&mut *self.seen.lock().unwrap())
+        }
+    }
+
+    fn a(s: &str) -> Address {
+        Address::parse(s).unwrap()
+    }
+
+    fn partner() -> Origin {
+        Origin::Partner {
+            domain: "corp.example".into(),
+        }
+    }
+
+    async fn setup(refuse: bool) -> (tempfile::TempDir, Arc<Router>, Arc<RecordingEdge>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db")).await.unwrap();
+        store.create_account("alice", "password1").await.unwrap();
+        let policy = Policy::new(PolicyConfig {
+            mode: FederationMode::Allowlist,
+            partner_domains: ["corp.example".to_string()].into_iter().collect(),
+            max_body_bytes: 1000,
+        });
+        let router = Arc::new(Router::new("hub.example".into(), Arc::new(store), policy));
+        let edge = Arc::new(RecordingEdge {
+            seen: Mutex::new(Vec::new()),
+            refuse,
+        });
+        router.add_edge("corp.example", edge.clone());
+        (dir, router, edge)
+    }
+
+    fn message(from: &str, to: &str) -> Event {
+        Event::Message(Message {
+            id: "m1".into(),
+            from: a(from),
+            to: a(to),
+            body: "hello".into(),
+            thread: None,
+            ts: OffsetDateTime::now_utc(),
+        })
+    }
+
+    #[tokio::test]
+    async fn messages_to_a_partner_domain_go_to_its_edge() {
+        let (_d, router, edge) = setup(false).await;
+        router
+            .submit(
+                Origin::Hub,
+                message("alice@hub.example", "Bob@Corp.Example"),
+            )
+            .await
+            .unwrap();
+        let seen = edge.take();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].to().unwrap().to_string(), "bob@corp.example");
+        let e = router
+            .submit(
+                Origin::Hub,
+                message("alice@hub.example", "x@unknown.example"),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::RemoteServerNotFound);
+    }
+
+    #[tokio::test]
+    async fn an_edge_refusal_reaches_the_sender() {
+        let (_d, router, _edge) = setup(true).await;
+        let e = router
+            .submit(
+                Origin::Hub,
+                message("alice@hub.example", "bob@corp.example"),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::RemoteServerTimeout);
+    }
+
+    #[tokio::test]
+    async fn partner_traffic_is_queued_for_hub_users_and_checked() {
+        let (_d, router, _edge) = setup(false).await;
+        router
+            .submit(partner(), message("bob@corp.example", "alice@hub.example"))
+            .await
+            .unwrap();
+        let q = router
+            .store()
+            .queued(&a("alice@hub.example"), 0, 10)
+            .await
+            .unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].from.to_string(), "bob@corp.example");
+        // A link authenticated for corp.example cannot speak for other domains or for hub users.
+        let e = router
+            .submit(partner(), message("eve@other.example", "alice@hub.example"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotAuthorized);
+        let e = router
+            .submit(partner(), message("alice@hub.example", "alice@hub.example"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotAuthorized);
+        let e = router
+            .submit(
+                Origin::Partner {
+                    domain: "evil.example".into(),
+                },
+                message("x@evil.example", "alice@hub.example"),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::PolicyViolation);
+        let e = router
+            .submit(partner(), message("bob@corp.example", "nobody@hub.example"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::ItemNotFound);
+    }
+
+    #[tokio::test]
+    async fn subscriptions_with_a_federated_contact() {
+        let (_d, router, edge) = setup(false).await;
+        let alice = a("alice@hub.example");
+        let bob = a("bob@corp.example");
+        let mut session = router.open_session(alice.clone()).await;
+        let sub = |from: &Address, to: &Address, kind| {
+            Event::Subscription(Subscription {
+                from: from.clone(),
+                to: to.clone(),
+                kind,
+            })
+        };
+
+        // alice asks bob; the request goes out; bob's server approves; bob's presence arrives.
+        router
+            .submit(Origin::Hub, sub(&alice, &bob, SubscriptionKind::Subscribe))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&edge.take()[..], [Event::Subscription(s)] if s.kind == SubscriptionKind::Subscribe)
+        );
+        let item = router
+            .store()
+            .roster_item(&alice, &bob)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(item.pending_out);
+        router
+            .submit(partner(), sub(&bob, &alice, SubscriptionKind::Subscribed))
+            .await
+            .unwrap();
+        let item = router
+            .store()
+            .roster_item(&alice, &bob)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (item.subscription, item.pending_out),
+            (entente_store::SubState::To, false)
+        );
+        let available = PresenceKind::Available {
+            show: Show::Away,
+            status: Some("out".into()),
+        };
+        let p = Presence {
+            from: bob.clone(),
+            to: Some(alice.clone()),
+            kind: available.clone(),
+        };
+        router.submit(partner(), Event::Presence(p)).await.unwrap();
+        assert_eq!(router.presence_of(&bob), available);
+        let mut got_presence = false;
+        while let Ok(d) = session.rx.try_recv() {
+            if let Delivery::Event(Event::Presence(p)) = d {
+                got_presence |= p.from == bob && p.kind == available;
+            }
+        }
+        assert!(got_presence);
+
+        // bob asks alice; alice approves; bob gets her presence, and her probes are answered.
+        router
+            .submit(partner(), sub(&bob, &alice, SubscriptionKind::Subscribe))
+            .await
+            .unwrap();
+        assert!(
+            router
+                .store()
+                .roster_item(&alice, &bob)
+                .await
+                .unwrap()
+                .unwrap()
+                .pending_in
+        );
+        router
+            .submit(Origin::Hub, sub(&alice, &bob, SubscriptionKind::Subscribed))
+            .await
+            .unwrap();
+        let out = edge.take();
+        assert!(out.iter().any(
+            |e| matches!(e, Event::Subscription(s) if s.kind == SubscriptionKind::Subscribed)
+        ));
+        let probe = Presence {
+            from: bob.clone(),
+            to: Some(alice.clone()),
+            kind: PresenceKind::Probe,
+        };
+        router
+            .submit(partner(), Event::Presence(probe))
+            .await
+            .unwrap();
+        let out = edge.take();
+        assert!(
+            matches!(&out[..], [Event::Presence(p)] if p.from == alice && matches!(p.kind, PresenceKind::Available { .. })),
+            "{out:?}"
+        );
+
+        // alice goes away: bob (who may see her) is told.
+        router
+            .set_presence(&alice, session.id, Some((Show::Dnd, None)))
+            .await;
+        assert!(edge
+            .take()
+            .iter()
+            .any(|e| matches!(e, Event::Presence(p) if p.to.as_ref() == Some(&bob))));
+
+        // bob's server revokes: alice no longer sees bob, and hears so.
+        router
+            .submit(partner(), sub(&bob, &alice, SubscriptionKind::Unsubscribed))
+            .await
+            .unwrap();
+        let item = router
+            .store()
+            .roster_item(&alice, &bob)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(item.subscription, entente_store::SubState::From);
+
+        // alice removes bob: both directions end and the item is gone.
+        router.remove_contact(&alice, &bob).await.unwrap();
+        assert!(edge.take().iter().any(
+            |e| matches!(e, Event::Subscription(s) if s.kind == SubscriptionKind::Unsubscribed)
+        ));
+        assert!(router
+            .store()
+            .roster_item(&alice, &bob)
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn probes_from_strangers_are_not_answered() {
+        let (_d, router, edge) = setup(false).await;
+        let _s = router.open_session(a("alice@hub.example")).await;
+        let probe = Presence {
+            from: a("bob@corp.example"),
+            to: Some(a("alice@hub.example")),
+            kind: PresenceKind::Probe,
+        };
+        router
+            .submit(partner(), Event::Presence(probe))
+            .await
+            .unwrap();
+        assert!(edge.take().is_empty());
+    }
+
+    #[tokio::test]
+    async fn failures_reach_the_hub_sender() {
+        let (_d, router, _edge) = setup(false).await;
+        let mut s = router.open_session(a("alice@hub.example")).await;
+        let f = Failure {
+            from: a("bob@corp.example"),
+            to: a("alice@hub.example"),
+            id: "c7".into(),
+            code: ErrorCode::RecipientUnavailable,
+            text: "offline".into(),
+        };
+        router
+            .submit(partner(), Event::Failure(f.clone()))
+            .await
+            .unwrap();
+        let got = s.rx.recv().await.unwrap();
+        assert!(matches!(got, Delivery::Event(Event::Failure(g)) if g == f));
     }
 }
