@@ -743,6 +743,9 @@ impl Endpoint {
             "text/plain" => {
                 let text = std::str::from_utf8(&body)
                     .map_err(|_| Refuse(400, Some("body is not UTF-8".into())))?;
+                if text.contains('\0') {
+                    return Err(Refuse(400, Some("body contains NUL".into())));
+                }
                 let id = call_id(msg)?.to_string();
                 self.events.push_back(Event::Message(Message {
                     id: id.clone(),

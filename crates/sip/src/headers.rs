@@ -77,7 +77,15 @@ pub struct Via {
 impl Via {
     pub fn parse(value: &str) -> Result<Via, HeaderError> {
         let bad = HeaderError::Malformed("Via");
-        let value = value.trim();
+        // RFC 3261 allows linear whitespace around each "/" of the sent-protocol.
+        let mut compact = String::with_capacity(value.len());
+        for part in value.trim().split('/') {
+            if !compact.is_empty() {
+                compact.push('/');
+            }
+            compact.push_str(part.trim());
+        }
+        let value = compact.as_str();
         let (proto, rest) = value
             .split_once(|c: char| c.is_whitespace())
             .ok_or(bad.clone())?;
@@ -518,6 +526,12 @@ mod tests {
         assert!(Via::parse("SIP/2.0/UDP [zz::1]:5060").is_err());
         assert!(Via::parse("SIP/3.0/UDP a").is_err());
         assert!(Via::parse("garbage").is_err());
+        let v = Via::parse("SIP / 2.0 / TCP  host.test:5061 ; branch=z9hG4bKa").unwrap();
+        assert_eq!(
+            (v.transport.as_str(), v.host.as_str(), v.port),
+            ("TCP", "host.test", Some(5061))
+        );
+        assert_eq!(v.branch(), Some("z9hG4bKa"));
     }
 
     #[test]
