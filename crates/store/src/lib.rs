@@ -123,6 +123,16 @@ pub struct QueuedMessage {
     pub ts: OffsetDateTime,
 }
 
+/// One item of an OSCAR server-stored buddy list; `attrs` is the encoded TLV block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedbagRow {
+    pub group_id: u16,
+    pub item_id: u16,
+    pub class: u16,
+    pub name: String,
+    pub attrs: Vec<u8>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates a hub account; `name` is an already normalised hub name.
@@ -134,6 +144,15 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_account(&self, name: &str, hub_domain: &str) -> Result<()>;
     async fn account_exists(&self, name: &str) -> Result<bool>;
     async fn list_accounts(&self) -> Result<Vec<String>>;
+    /// MD5(password), kept for OSCAR's strong-hash login; `None` without account or value.
+    async fn oscar_md5(&self, name: &str) -> Result<Option<[u8; 16]>>;
+
+    async fn feedbag(&self, owner: &Address) -> Result<Vec<FeedbagRow>>;
+    /// Inserts or replaces items (keyed by group and item id).
+    async fn feedbag_put(&self, owner: &Address, items: &[FeedbagRow]) -> Result<()>;
+    async fn feedbag_delete(&self, owner: &Address, items: &[FeedbagRow]) -> Result<()>;
+    async fn profile(&self, owner: &Address) -> Result<Option<String>>;
+    async fn set_profile(&self, owner: &Address, profile: &str) -> Result<()>;
 
     async fn roster(&self, owner: &Address) -> Result<Vec<RosterItem>>;
     async fn roster_item(&self, owner: &Address, contact: &Address) -> Result<Option<RosterItem>>;

@@ -1,8 +1,9 @@
 //! The embedded default: SQLite in WAL mode. A committed row survives a killed process.
 
-use crate::{QueuedMessage, Result, RosterItem, Store, StoreError, SubState};
+use crate::{FeedbagRow, QueuedMessage, Result, RosterItem, Store, StoreError, SubState};
 use async_trait::async_trait;
 use entente_model::Address;
+use md5::{Digest, Md5};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
@@ -81,13 +82,15 @@ impl Store for SqliteStore {
             return Err(StoreError::AlreadyExists);
         }
         let hash = crate::hash_password(password).await?;
-        let res =
-            sqlx::query("INSERT INTO accounts (name, password_hash, created_at) VALUES (?, ?, ?)")
-                .bind(name)
-                .bind(hash)
-                .bind(OffsetDateTime::now_utc().unix_timestamp())
-                .execute(&self.pool)
-                .await;
+        let res = sqlx::query(
+            "INSERT INTO accounts (name, password_hash, created_at, oscar_md5) VALUES (?, ?, ?, ?)",
+        )
+        .bind(name)
+        .bind(hash)
+        .bind(OffsetDateTime::now_utc().unix_timestamp())
+        .bind(Md5::digest(password.as_bytes()).to_vec())
+        .execute(&self.pool)
+        .await;
         match res {
             Ok(_) => Ok(()),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -113,11 +116,13 @@ impl Store for SqliteStore {
 
     async fn set_password(&self, name: &str, password: &str) -> Result<()> {
         let hash = crate::hash_password(password).await?;
-        let res = sqlx::query("UPDATE accounts SET password_hash = ? WHERE name = ?")
-            .bind(hash)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+        let res =
+            sqlx::query("UPDATE accounts SET password_hash = ?, oscar_md5 = ? WHERE name = ?")
+                .bind(hash)
+                .bind(Md5::digest(password.as_bytes()).to_vec())
+                .bind(name)
+                .execute(&self.pool)
+                .await?;
         if res.rows_affected() == 0 {
             return Err(StoreError::NoSuchAccount);
         }
@@ -161,6 +166,87 @@ impl Store for SqliteStore {
         rows.iter()
             .map(|r| r.try_get(0).map_err(StoreError::from))
             .collect()
+    }
+
+    async fn oscar_md5(&self, name: &str) -> Result<Option<[u8; 16]>> {
+        let row = sqlx::query("SELECT oscar_md5 FROM accounts WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let bytes: Option<Vec<u8>> = row.try_get(0)?;
+        Ok(bytes.and_then(|b| b.try_into().ok()))
+    }
+
+    async fn feedbag(&self, owner: &Address) -> Result<Vec<FeedbagRow>> {
+        let rows = sqlx::query("SELECT * FROM feedbag WHERE owner = ? ORDER BY group_id, item_id")
+            .bind(owner.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FeedbagRow {
+                    group_id: r.try_get::<i64, _>("group_id")? as u16,
+                    item_id: r.try_get::<i64, _>("item_id")? as u16,
+                    class: r.try_get::<i64, _>("class")? as u16,
+                    name: r.try_get("name")?,
+                    attrs: r.try_get("attrs")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn feedbag_put(&self, owner: &Address, items: &[FeedbagRow]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for item in items {
+            sqlx::query(
+                "INSERT INTO feedbag (owner, group_id, item_id, class, name, attrs) VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (owner, group_id, item_id) DO UPDATE SET class = excluded.class,
+                 name = excluded.name, attrs = excluded.attrs",
+            )
+            .bind(owner.to_string())
+            .bind(item.group_id as i64)
+            .bind(item.item_id as i64)
+            .bind(item.class as i64)
+            .bind(&item.name)
+            .bind(&item.attrs)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn feedbag_delete(&self, owner: &Address, items: &[FeedbagRow]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for item in items {
+            sqlx::query("DELETE FROM feedbag WHERE owner = ? AND group_id = ? AND item_id = ?")
+                .bind(owner.to_string())
+                .bind(item.group_id as i64)
+                .bind(item.item_id as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn profile(&self, owner: &Address) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT profile FROM profiles WHERE owner = ?")
+            .bind(owner.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| r.try_get(0).map_err(StoreError::from))
+            .transpose()
+    }
+
+    async fn set_profile(&self, owner: &Address, profile: &str) -> Result<()> {
+        sqlx::query("INSERT INTO profiles (owner, profile) VALUES (?, ?) ON CONFLICT (owner) DO UPDATE SET profile = excluded.profile")
+            .bind(owner.to_string())
+            .bind(profile)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn roster(&self, owner: &Address) -> Result<Vec<RosterItem>> {
@@ -347,6 +433,55 @@ mod tests {
         let rest = s.queued(&to, q[1].seq, 100).await.unwrap();
         assert_eq!(rest.len(), 3);
         assert_eq!(rest[0].id, "m2");
+    }
+
+    #[tokio::test]
+    async fn oscar_credentials_feedbag_and_profiles() {
+        let (_d, s) = store().await;
+        s.create_account("alice", "secret1").await.unwrap();
+        let md5 = s.oscar_md5("alice").await.unwrap().unwrap();
+        assert_eq!(md5.to_vec(), Md5::digest(b"secret1").to_vec());
+        s.set_password("alice", "other").await.unwrap();
+        assert_eq!(
+            s.oscar_md5("alice").await.unwrap().unwrap().to_vec(),
+            Md5::digest(b"other").to_vec()
+        );
+        assert_eq!(s.oscar_md5("nobody").await.unwrap(), None);
+
+        let owner = a("alice@hub.example");
+        let group = FeedbagRow {
+            group_id: 1,
+            item_id: 0,
+            class: 1,
+            name: "Buddies".into(),
+            attrs: vec![],
+        };
+        let mut buddy = FeedbagRow {
+            group_id: 1,
+            item_id: 7,
+            class: 0,
+            name: "bob".into(),
+            attrs: vec![0, 1, 0, 0],
+        };
+        s.feedbag_put(&owner, &[group.clone(), buddy.clone()])
+            .await
+            .unwrap();
+        buddy.name = "Bob".into();
+        s.feedbag_put(&owner, &[buddy.clone()]).await.unwrap();
+        assert_eq!(
+            s.feedbag(&owner).await.unwrap(),
+            vec![group.clone(), buddy.clone()]
+        );
+        s.feedbag_delete(&owner, &[buddy]).await.unwrap();
+        assert_eq!(s.feedbag(&owner).await.unwrap(), vec![group]);
+
+        assert_eq!(s.profile(&owner).await.unwrap(), None);
+        s.set_profile(&owner, "hello").await.unwrap();
+        s.set_profile(&owner, "hello again").await.unwrap();
+        assert_eq!(
+            s.profile(&owner).await.unwrap().as_deref(),
+            Some("hello again")
+        );
     }
 
     #[test]
