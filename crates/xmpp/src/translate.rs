@@ -1,0 +1,535 @@
+//! Stanzas ⇄ canonical events. Inbound stanzas are parsed with xmpp-parsers and turned into
+//! [`Event`]s (or into a [`Reply`] the gateway owes the sender); outbound stanzas are built from the
+//! event alone, so nothing received is ever copied onto the wire.
+
+use std::collections::BTreeMap;
+
+use entente_model::{
+    Address, ChatState, DomainKind, ErrorCode, Event, Failure, Message, Presence, PresenceKind,
+    Receipt, Show, Subscription, SubscriptionKind, Typing,
+};
+use jid::Jid;
+use minidom::{Element, Node};
+use time::OffsetDateTime;
+use xmpp_parsers::disco::{DiscoInfoResult, Identity};
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::message::{Id, Lang, Message as XMessage, MessageType, Thread};
+use xmpp_parsers::presence::{Presence as XPresence, Show as XShow, Type as PresenceType};
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+
+use crate::error::{code_for_condition, condition_for_code};
+use crate::ns;
+
+/// Features answered to disco#info (XEP-0030).
+pub const FEATURES: [&str; 4] = [ns::DISCO_INFO, ns::PING, ns::RECEIPTS, ns::CHATSTATES];
+
+/// What the translation needs to know about the gateway.
+#[derive(Debug, Clone)]
+pub struct Context<'a> {
+    /// Domains the gateway answers for, with the rules their local parts follow.
+    pub served: &'a BTreeMap<String, DomainKind>,
+    pub max_body_bytes: usize,
+    /// Wall-clock time stamped on messages.
+    pub now: OffsetDateTime,
+}
+
+/// A stanza the gateway owes a peer (an IQ answer or a stanza error), built from parsed values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    from_domain: String,
+    to_domain: String,
+    element: Element,
+}
+
+impl Reply {
+    /// The served domain the reply comes from.
+    pub fn from_domain(&self) -> &str {
+        &self.from_domain
+    }
+    /// The peer domain the reply goes to: send it on the outbound stream to that domain.
+    pub fn to_domain(&self) -> &str {
+        &self.to_domain
+    }
+    pub(crate) fn element(&self) -> &Element {
+        &self.element
+    }
+}
+
+/// The outcome of one inbound stanza.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Event(Event),
+    Reply(Reply),
+    /// Nothing to do (an IQ result, a groupchat error, a stanza to the server itself…).
+    Ignored(&'static str),
+}
+
+/// Why an event cannot be written as a stanza.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TranslateError {
+    #[error("address {0} is not a valid JID")]
+    BadAddress(String),
+    #[error("a presence broadcast needs one stanza per subscriber: set `to`")]
+    NoRecipient,
+}
+
+fn reply(from: &Jid, to: &Jid, element: Element) -> Reply {
+    Reply {
+        from_domain: from.domain().as_str().to_string(),
+        to_domain: to.domain().as_str().to_string(),
+        element,
+    }
+}
+
+/// An address for the sender (an XMPP partner user).
+fn peer_address(jid: &Jid) -> Option<Address> {
+    let node = jid.node()?;
+    Address::new(node.as_str(), jid.domain().as_str(), DomainKind::Xmpp).ok()
+}
+
+/// An address for the recipient (a user of a served domain).
+fn local_address(jid: &Jid, ctx: &Context) -> Option<Address> {
+    let node = jid.node()?;
+    let kind = ctx.served.get(jid.domain().as_str())?;
+    Address::new(node.as_str(), jid.domain().as_str(), *kind).ok()
+}
+
+fn error_stanza_for(el: &Element, from: &Jid, to: &Jid, code: ErrorCode) -> Reply {
+    let (type_, condition) = condition_for_code(code);
+    stanza_error_reply(el, from, to, type_, condition)
+}
+
+/// Bounces `el` back to its sender with a stanza error, keeping only its name and id.
+fn stanza_error_reply(
+    el: &Element,
+    from: &Jid,
+    to: &Jid,
+    type_: ErrorType,
+    condition: DefinedCondition,
+) -> Reply {
+    let error = StanzaError {
+        type_,
+        by: None,
+        defined_condition: condition,
+        texts: BTreeMap::new(),
+        other: None,
+    };
+    let id = el.attr("id").map(str::to_string);
+    let element = match el.name() {
+        "iq" => Iq::Error {
+            from: Some(to.clone()),
+            to: Some(from.clone()),
+            id: id.unwrap_or_default(),
+            error,
+            payload: None,
+        }
+        .into(),
+        "presence" => {
+            let mut p = XPresence::new(PresenceType::Error)
+                .with_from(to.clone())
+                .with_to(from.clone());
+            p.id = id;
+            p.payloads.push(error.into());
+            p.into()
+        }
+        _ => {
+            let mut m = XMessage::new_with_type(MessageType::Error, Some(from.clone()));
+            m.from = Some(to.clone());
+            m.id = id.map(Id);
+            m.payloads.push(error.into());
+            m.into()
+        }
+    };
+    reply(to, from, element)
+}
+
+/// Translates one authorised inbound stanza (`from` and `to` already checked against the pairs
+/// authorised on the stream).
+pub fn incoming(el: Element, from: &Jid, to: &Jid, ctx: &Context) -> Incoming {
+    match el.name() {
+        "message" => incoming_message(el, from, to, ctx),
+        "presence" => incoming_presence(el, from, to, ctx),
+        "iq" => incoming_iq(el, from, to),
+        _ => Incoming::Ignored("not a stanza"),
+    }
+}
+
+fn is_error(el: &Element) -> bool {
+    el.attr("type") == Some("error")
+}
+
+fn incoming_message(el: Element, from: &Jid, to: &Jid, ctx: &Context) -> Incoming {
+    let parsed = match XMessage::try_from(el.clone()) {
+        Ok(m) => m,
+        Err(_) if is_error(&el) => return Incoming::Ignored("malformed error message"),
+        Err(_) => return Incoming::Reply(error_stanza_for(&el, from, to, ErrorCode::BadRequest)),
+    };
+    let id = parsed.id.as_ref().map(|i| i.0.clone()).unwrap_or_default();
+    let (Some(sender), Some(recipient)) = (peer_address(from), local_address(to, ctx)) else {
+        if parsed.type_ == MessageType::Error {
+            return Incoming::Ignored("error message to or from a non-user address");
+        }
+        return Incoming::Reply(stanza_error_reply(
+            &el,
+            from,
+            to,
+            ErrorType::Cancel,
+            DefinedCondition::ServiceUnavailable,
+        ));
+    };
+    match parsed.type_ {
+        MessageType::Error => {
+            let error = parsed
+                .payloads
+                .iter()
+                .find(|p| p.is("error", ns::CLIENT))
+                .and_then(|p| StanzaError::try_from(p.clone()).ok());
+            let (code, text) = match error {
+                Some(e) => (
+                    code_for_condition(&e.defined_condition),
+                    e.texts.values().next().cloned().unwrap_or_default(),
+                ),
+                None => (ErrorCode::Internal, String::new()),
+            };
+            return Incoming::Event(Event::Failure(Failure {
+                from: sender,
+                to: recipient,
+                id,
+                code,
+                text,
+            }));
+        }
+        MessageType::Groupchat => {
+            return Incoming::Reply(stanza_error_reply(
+                &el,
+                from,
+                to,
+                ErrorType::Cancel,
+                DefinedCondition::ServiceUnavailable,
+            ));
+        }
+        MessageType::Chat | MessageType::Normal | MessageType::Headline => {}
+    }
+    let body = parsed
+        .get_best_body_cloned(vec![])
+        .map(|(_, b)| b)
+        .or_else(|| xhtml_text(&parsed.payloads, ctx.max_body_bytes + 1));
+    if let Some(body) = body {
+        if body.len() > ctx.max_body_bytes {
+            return Incoming::Reply(error_stanza_for(&el, from, to, ErrorCode::TooLarge));
+        }
+        return Incoming::Event(Event::Message(Message {
+            id,
+            from: sender,
+            to: recipient,
+            body,
+            thread: parsed.thread.map(|t| t.id),
+            ts: ctx.now,
+        }));
+    }
+    if let Some(received) = parsed
+        .payloads
+        .iter()
+        .find(|p| p.is("received", ns::RECEIPTS))
+    {
+        if let Some(receipt_id) = received.attr("id").filter(|i| !i.is_empty()) {
+            return Incoming::Event(Event::Receipt(Receipt {
+                from: sender,
+                to: recipient,
+                id: receipt_id.to_string(),
+            }));
+        }
+    }
+    if let Some(state) = parsed
+        .payloads
+        .iter()
+        .filter(|p| p.ns() == ns::CHATSTATES)
+        .find_map(|p| ChatState::parse(p.name()))
+    {
+        return Incoming::Event(Event::Typing(Typing {
+            from: sender,
+            to: recipient,
+            state,
+        }));
+    }
+    Incoming::Ignored("message without body, receipt or chat state")
+}
+
+/// The text of an XHTML-IM body (XEP-0071): text nodes only, `<br/>` and block ends as newlines.
+/// No markup, attribute or style survives.
+fn xhtml_text(payloads: &[Element], limit: usize) -> Option<String> {
+    let html = payloads.iter().find(|p| p.is("html", ns::XHTML_IM))?;
+    let body = html.children().find(|c| c.is("body", ns::XHTML))?;
+    let mut out = String::new();
+    collect_text(body, &mut out, limit);
+    let text = out.trim().to_string();
+    (!text.is_empty()).then_some(text)
+}
+
+fn collect_text(el: &Element, out: &mut String, limit: usize) {
+    for node in el.nodes() {
+        if out.len() > limit {
+            return;
+        }
+        match node {
+            Node::Text(t) => out.push_str(t),
+            Node::Element(child) => {
+                if child.name() == "br" {
+                    out.push('\n');
+                    continue;
+                }
+                // Scripts and styles carry no message text.
+                if matches!(child.name(), "script" | "style") {
+                    continue;
+                }
+                collect_text(child, out, limit);
+                if matches!(child.name(), "p" | "div" | "li" | "blockquote") {
+                    out.push('\n');
+                }
+            }
+        }
+    }
+}
+
+fn incoming_presence(el: Element, from: &Jid, to: &Jid, ctx: &Context) -> Incoming {
+    let parsed = match XPresence::try_from(el.clone()) {
+        Ok(p) => p,
+        Err(_) if is_error(&el) => return Incoming::Ignored("malformed error presence"),
+        Err(_) => return Incoming::Reply(error_stanza_for(&el, from, to, ErrorCode::BadRequest)),
+    };
+    let (Some(sender), Some(recipient)) = (peer_address(from), local_address(to, ctx)) else {
+        return Incoming::Ignored("presence to or from a non-user address");
+    };
+    let status = parsed
+        .statuses
+        .get("")
+        .or_else(|| parsed.statuses.values().next())
+        .cloned();
+    let subscription = |kind| {
+        Incoming::Event(Event::Subscription(Subscription {
+            from: sender.clone(),
+            to: recipient.clone(),
+            kind,
+        }))
+    };
+    let presence = |kind| {
+        Incoming::Event(Event::Presence(Presence {
+            from: sender.clone(),
+            to: Some(recipient.clone()),
+            kind,
+        }))
+    };
+    match parsed.type_ {
+        PresenceType::None => presence(PresenceKind::Available {
+            show: match parsed.show {
+                None | Some(XShow::Chat) => Show::Available,
+                Some(XShow::Away) => Show::Away,
+                Some(XShow::Xa) => Show::ExtendedAway,
+                Some(XShow::Dnd) => Show::Dnd,
+            },
+            status,
+        }),
+        PresenceType::Unavailable => presence(PresenceKind::Unavailable { status }),
+        PresenceType::Probe => presence(PresenceKind::Probe),
+        PresenceType::Subscribe => subscription(SubscriptionKind::Subscribe),
+        PresenceType::Subscribed => subscription(SubscriptionKind::Subscribed),
+        PresenceType::Unsubscribe => subscription(SubscriptionKind::Unsubscribe),
+        PresenceType::Unsubscribed => subscription(SubscriptionKind::Unsubscribed),
+        PresenceType::Error => {
+            let error = parsed
+                .payloads
+                .iter()
+                .find(|p| p.is("error", ns::CLIENT))
+                .and_then(|p| StanzaError::try_from(p.clone()).ok());
+            Incoming::Event(Event::Failure(Failure {
+                from: sender,
+                to: recipient,
+                id: parsed.id.clone().unwrap_or_default(),
+                code: error
+                    .as_ref()
+                    .map(|e| code_for_condition(&e.defined_condition))
+                    .unwrap_or(ErrorCode::Internal),
+                text: error
+                    .and_then(|e| e.texts.values().next().cloned())
+                    .unwrap_or_default(),
+            }))
+        }
+    }
+}
+
+fn incoming_iq(el: Element, from: &Jid, to: &Jid) -> Incoming {
+    let parsed = match Iq::try_from(el.clone()) {
+        Ok(iq) => iq,
+        Err(_) if is_error(&el) || el.attr("type") == Some("result") => {
+            return Incoming::Ignored("malformed iq answer")
+        }
+        Err(_) => return Incoming::Reply(error_stanza_for(&el, from, to, ErrorCode::BadRequest)),
+    };
+    match parsed {
+        Iq::Get { id, payload, .. } if payload.is("query", ns::DISCO_INFO) => {
+            if payload.attr("node").is_some() {
+                return Incoming::Reply(stanza_error_reply(
+                    &el,
+                    from,
+                    to,
+                    ErrorType::Cancel,
+                    DefinedCondition::ItemNotFound,
+                ));
+            }
+            let (category, type_) = if to.node().is_some() {
+                ("client", "pc")
+            } else {
+                ("server", "im")
+            };
+            let identity = Identity {
+                category: category.into(),
+                type_: type_.into(),
+                lang: None,
+                name: None,
+            };
+            let result = DiscoInfoResult {
+                node: None,
+                identities: vec![identity],
+                features: FEATURES.iter().map(|f| f.to_string()).collect(),
+                extensions: Vec::new(),
+            };
+            let iq = Iq::Result {
+                from: Some(to.clone()),
+                to: Some(from.clone()),
+                id,
+                payload: Some(result.into()),
+            };
+            Incoming::Reply(reply(to, from, iq.into()))
+        }
+        Iq::Get { id, payload, .. } if payload.is("ping", ns::PING) => {
+            let iq = Iq::Result {
+                from: Some(to.clone()),
+                to: Some(from.clone()),
+                id,
+                payload: None,
+            };
+            Incoming::Reply(reply(to, from, iq.into()))
+        }
+        Iq::Get { .. } | Iq::Set { .. } => Incoming::Reply(stanza_error_reply(
+            &el,
+            from,
+            to,
+            ErrorType::Cancel,
+            DefinedCondition::ServiceUnavailable,
+        )),
+        Iq::Result { .. } | Iq::Error { .. } => Incoming::Ignored("iq answer"),
+    }
+}
+
+fn jid_of(address: &Address) -> Result<Jid, TranslateError> {
+    Jid::new(&address.to_string()).map_err(|_| TranslateError::BadAddress(address.to_string()))
+}
+
+fn payload(name: &str, namespace: &str) -> Element {
+    Element::bare(name, namespace)
+}
+
+/// Writes a canonical event as a stanza (in `jabber:client`; the writer maps it onto
+/// `jabber:server`). `new_id` supplies ids for stanzas the event has none for.
+pub fn outgoing(
+    event: &Event,
+    new_id: &mut dyn FnMut() -> String,
+) -> Result<Element, TranslateError> {
+    Ok(match event {
+        Event::Message(m) => {
+            let mut x = XMessage::chat(Some(jid_of(&m.to)?));
+            x.from = Some(jid_of(&m.from)?);
+            x.id = Some(Id(if m.id.is_empty() {
+                new_id()
+            } else {
+                m.id.clone()
+            }));
+            x.bodies.insert(Lang::new(), m.body.clone());
+            x.thread = m.thread.as_ref().map(|t| Thread {
+                parent: None,
+                id: t.clone(),
+            });
+            x.payloads.push(payload("active", ns::CHATSTATES));
+            x.payloads.push(payload("request", ns::RECEIPTS));
+            x.into()
+        }
+        Event::Typing(t) => {
+            let mut x = XMessage::chat(Some(jid_of(&t.to)?));
+            x.from = Some(jid_of(&t.from)?);
+            x.id = Some(Id(new_id()));
+            x.payloads.push(payload(t.state.as_str(), ns::CHATSTATES));
+            x.into()
+        }
+        Event::Receipt(r) => {
+            let mut x = XMessage::chat(Some(jid_of(&r.to)?));
+            x.from = Some(jid_of(&r.from)?);
+            x.id = Some(Id(new_id()));
+            let mut received = payload("received", ns::RECEIPTS);
+            received.attrs_mut().insert(
+                rxml::Namespace::none().clone(),
+                rxml::NcName::try_from("id").unwrap_or_else(|_| unreachable!()),
+                r.id.clone(),
+            );
+            x.payloads.push(received);
+            x.into()
+        }
+        Event::Presence(p) => {
+            let to = p.to.as_ref().ok_or(TranslateError::NoRecipient)?;
+            let (type_, show, status) = match &p.kind {
+                PresenceKind::Available { show, status } => (
+                    PresenceType::None,
+                    match show {
+                        Show::Available => None,
+                        Show::Away => Some(XShow::Away),
+                        Show::ExtendedAway => Some(XShow::Xa),
+                        Show::Dnd => Some(XShow::Dnd),
+                    },
+                    status.clone(),
+                ),
+                PresenceKind::Unavailable { status } => {
+                    (PresenceType::Unavailable, None, status.clone())
+                }
+                PresenceKind::Probe => (PresenceType::Probe, None, None),
+            };
+            let mut x = XPresence::new(type_)
+                .with_from(jid_of(&p.from)?)
+                .with_to(jid_of(to)?);
+            x.show = show;
+            if let Some(status) = status {
+                x.statuses.insert(Lang::new(), status);
+            }
+            x.into()
+        }
+        Event::Subscription(s) => {
+            let type_ = match s.kind {
+                SubscriptionKind::Subscribe => PresenceType::Subscribe,
+                SubscriptionKind::Subscribed => PresenceType::Subscribed,
+                SubscriptionKind::Unsubscribe => PresenceType::Unsubscribe,
+                SubscriptionKind::Unsubscribed => PresenceType::Unsubscribed,
+            };
+            XPresence::new(type_)
+                .with_from(jid_of(&s.from)?)
+                .with_to(jid_of(&s.to)?)
+                .into()
+        }
+        Event::Failure(f) => {
+            let (type_, condition) = condition_for_code(f.code);
+            let mut texts = BTreeMap::new();
+            if !f.text.is_empty() {
+                texts.insert("en".to_string(), f.text.clone());
+            }
+            let error = StanzaError {
+                type_,
+                by: None,
+                defined_condition: condition,
+                texts,
+                other: None,
+            };
+            let mut x = XMessage::new_with_type(MessageType::Error, Some(jid_of(&f.to)?));
+            x.from = Some(jid_of(&f.from)?);
+            x.id = (!f.id.is_empty()).then(|| Id(f.id.clone()));
+            x.payloads.push(error.into());
+            x.into()
+        }
+    })
+}
