@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub mod oscar;
 pub mod router;
 pub mod tls;
 

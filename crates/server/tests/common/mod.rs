@@ -18,9 +18,12 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 pub struct Server {
     pub child: Option<Child>,
     pub http: SocketAddr,
+    /// Every listener the server printed, by name.
+    pub listeners: std::collections::HashMap<String, SocketAddr>,
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     extra: String,
+    listen: String,
 }
 
 pub fn binary() -> &'static str {
@@ -29,13 +32,13 @@ pub fn binary() -> &'static str {
 
 /// The test configuration: `extra` is appended, and replaces the default `[hub]` or `[limits]`
 /// table when it has its own.
-fn config_text(dir: &Path, extra: &str) -> String {
+fn config_text(dir: &Path, extra: &str, listen: &str) -> String {
     let mut text = String::new();
     if !extra.contains("[hub]") {
         text.push_str("[hub]\ndomain = \"hub.test\"\nregistration = \"open\"\n");
     }
     text.push_str(&format!(
-        "[storage]\ndata_dir = \"{}\"\n[listen]\nhttp = \"127.0.0.1:0\"\n",
+        "[storage]\ndata_dir = \"{}\"\n[listen]\nhttp = \"127.0.0.1:0\"\n{listen}",
         dir.join("data").display()
     ));
     if !extra.contains("[limits]") {
@@ -48,14 +51,21 @@ fn config_text(dir: &Path, extra: &str) -> String {
 impl Server {
     /// Starts a server; `extra` is appended to the test configuration.
     pub fn start(extra: &str) -> Server {
+        Server::start_listening(extra, "")
+    }
+
+    /// Starts a server with more listeners (`listen` holds `name = "127.0.0.1:0"` lines).
+    pub fn start_listening(extra: &str, listen: &str) -> Server {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().to_path_buf();
         let mut s = Server {
             child: None,
             http: "127.0.0.1:1".parse().unwrap(),
+            listeners: Default::default(),
             dir,
             _tmp: Some(tmp),
             extra: extra.into(),
+            listen: listen.into(),
         };
         s.launch();
         s
@@ -66,7 +76,11 @@ impl Server {
     }
 
     fn launch(&mut self) {
-        std::fs::write(self.config_path(), config_text(&self.dir, &self.extra)).unwrap();
+        std::fs::write(
+            self.config_path(),
+            config_text(&self.dir, &self.extra, &self.listen),
+        )
+        .unwrap();
         let mut child = Command::new(binary())
             .args(["serve", "--config"])
             .arg(self.config_path())
