@@ -421,6 +421,16 @@ fn incoming_iq(el: Element, from: &Jid, to: &Jid) -> Incoming {
     }
 }
 
+/// Drops characters XML 1.0 cannot carry (most C0 controls, U+FFFE, U+FFFF): a body from another
+/// protocol must not make the stanza unparseable for the peer.
+pub fn xml_safe(s: &str) -> String {
+    s.chars()
+        .filter(|&c| {
+            matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
+        })
+        .collect()
+}
+
 fn jid_of(address: &Address) -> Result<Jid, TranslateError> {
     Jid::new(&address.to_string()).map_err(|_| TranslateError::BadAddress(address.to_string()))
 }
@@ -439,15 +449,12 @@ pub fn outgoing(
         Event::Message(m) => {
             let mut x = XMessage::chat(Some(jid_of(&m.to)?));
             x.from = Some(jid_of(&m.from)?);
-            x.id = Some(Id(if m.id.is_empty() {
-                new_id()
-            } else {
-                m.id.clone()
-            }));
-            x.bodies.insert(Lang::new(), m.body.clone());
+            let id = xml_safe(&m.id);
+            x.id = Some(Id(if id.is_empty() { new_id() } else { id }));
+            x.bodies.insert(Lang::new(), xml_safe(&m.body));
             x.thread = m.thread.as_ref().map(|t| Thread {
                 parent: None,
-                id: t.clone(),
+                id: xml_safe(t),
             });
             x.payloads.push(payload("active", ns::CHATSTATES));
             x.payloads.push(payload("request", ns::RECEIPTS));
@@ -468,7 +475,7 @@ pub fn outgoing(
             received.attrs_mut().insert(
                 rxml::Namespace::none().clone(),
                 rxml::NcName::try_from("id").unwrap_or_else(|_| unreachable!()),
-                r.id.clone(),
+                xml_safe(&r.id),
             );
             x.payloads.push(received);
             x.into()
@@ -496,7 +503,7 @@ pub fn outgoing(
                 .with_to(jid_of(to)?);
             x.show = show;
             if let Some(status) = status {
-                x.statuses.insert(Lang::new(), status);
+                x.statuses.insert(Lang::new(), xml_safe(&status));
             }
             x.into()
         }
@@ -516,7 +523,7 @@ pub fn outgoing(
             let (type_, condition) = condition_for_code(f.code);
             let mut texts = BTreeMap::new();
             if !f.text.is_empty() {
-                texts.insert("en".to_string(), f.text.clone());
+                texts.insert("en".to_string(), xml_safe(&f.text));
             }
             let error = StanzaError {
                 type_,
@@ -527,9 +534,310 @@ pub fn outgoing(
             };
             let mut x = XMessage::new_with_type(MessageType::Error, Some(jid_of(&f.to)?));
             x.from = Some(jid_of(&f.from)?);
-            x.id = (!f.id.is_empty()).then(|| Id(f.id.clone()));
+            let id = xml_safe(&f.id);
+            x.id = (!id.is_empty()).then_some(Id(id));
             x.payloads.push(error.into());
             x.into()
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reader::{ReadEvent, StreamReader};
+
+    fn served() -> BTreeMap<String, DomainKind> {
+        let mut m = BTreeMap::new();
+        m.insert("hub.test".to_string(), DomainKind::Hub);
+        m
+    }
+
+    fn ctx(served: &BTreeMap<String, DomainKind>) -> Context<'_> {
+        Context {
+            served,
+            max_body_bytes: 16 * 1024,
+            now: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn parse(stanza: &[u8]) -> Element {
+        let mut input = crate::writer::stream_header("corp-a.test", "hub.test", None);
+        input.extend_from_slice(stanza);
+        let mut reader = StreamReader::new(Default::default());
+        let mut slice: &[u8] = &input;
+        reader.read(&mut slice).unwrap();
+        match reader.read(&mut slice).unwrap() {
+            Some(ReadEvent::Element(el)) => el,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn translate(stanza: &[u8]) -> Incoming {
+        let el = parse(stanza);
+        let from = Jid::new(el.attr("from").unwrap()).unwrap();
+        let to = Jid::new(el.attr("to").unwrap()).unwrap();
+        let served = served();
+        incoming(el, &from, &to, &ctx(&served))
+    }
+
+    fn juliet() -> Address {
+        Address::new("juliet", "corp-a.test", DomainKind::Xmpp).unwrap()
+    }
+
+    fn alice() -> Address {
+        Address::new("alice", "hub.test", DomainKind::Hub).unwrap()
+    }
+
+    fn reply_text(incoming: Incoming) -> String {
+        match incoming {
+            Incoming::Reply(r) => String::from_utf8(crate::writer::stanza(r.element())).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn chat_message_with_extras() {
+        let got = translate(include_bytes!("../testdata/chat_message.xml"));
+        assert_eq!(
+            got,
+            Incoming::Event(Event::Message(Message {
+                id: "purple2a7c".into(),
+                from: juliet(),
+                to: alice(),
+                body: "Wherefore art thou?".into(),
+                thread: Some("th-1".into()),
+                ts: OffsetDateTime::UNIX_EPOCH,
+            }))
+        );
+    }
+
+    #[test]
+    fn xhtml_only_message_is_reduced_to_text() {
+        let Incoming::Event(Event::Message(m)) =
+            translate(include_bytes!("../testdata/xhtml_only.xml"))
+        else {
+            panic!()
+        };
+        assert_eq!(m.body, "Hello there\nline\ntwo");
+    }
+
+    #[test]
+    fn error_message_becomes_a_failure() {
+        assert_eq!(
+            translate(include_bytes!("../testdata/error_message.xml")),
+            Incoming::Event(Event::Failure(Failure {
+                from: juliet(),
+                to: alice(),
+                id: "m42".into(),
+                code: ErrorCode::ItemNotFound,
+                text: "no such user".into(),
+            }))
+        );
+    }
+
+    #[test]
+    fn presence_show_and_status() {
+        assert_eq!(
+            translate(include_bytes!("../testdata/presence_away.xml")),
+            Incoming::Event(Event::Presence(Presence {
+                from: juliet(),
+                to: Some(alice()),
+                kind: PresenceKind::Available {
+                    show: Show::ExtendedAway,
+                    status: Some("gone fishing".into()),
+                },
+            }))
+        );
+    }
+
+    #[test]
+    fn chat_states_receipts_and_subscriptions() {
+        let typing = translate(b"<message from='juliet@corp-a.test/r' to='alice@hub.test' type='chat'><paused xmlns='http://jabber.org/protocol/chatstates'/></message>");
+        assert_eq!(
+            typing,
+            Incoming::Event(Event::Typing(Typing {
+                from: juliet(),
+                to: alice(),
+                state: ChatState::Paused,
+            }))
+        );
+        let receipt = translate(b"<message from='juliet@corp-a.test/r' to='alice@hub.test' id='r1'><received xmlns='urn:xmpp:receipts' id='m1'/></message>");
+        assert_eq!(
+            receipt,
+            Incoming::Event(Event::Receipt(Receipt {
+                from: juliet(),
+                to: alice(),
+                id: "m1".into(),
+            }))
+        );
+        for (t, kind) in [
+            ("subscribe", SubscriptionKind::Subscribe),
+            ("subscribed", SubscriptionKind::Subscribed),
+            ("unsubscribe", SubscriptionKind::Unsubscribe),
+            ("unsubscribed", SubscriptionKind::Unsubscribed),
+        ] {
+            let xml =
+                format!("<presence from='juliet@corp-a.test' to='alice@hub.test' type='{t}'/>");
+            assert_eq!(
+                translate(xml.as_bytes()),
+                Incoming::Event(Event::Subscription(Subscription {
+                    from: juliet(),
+                    to: alice(),
+                    kind,
+                }))
+            );
+        }
+        let probe =
+            translate(b"<presence from='juliet@corp-a.test' to='alice@hub.test' type='probe'/>");
+        assert_eq!(
+            probe,
+            Incoming::Event(Event::Presence(Presence {
+                from: juliet(),
+                to: Some(alice()),
+                kind: PresenceKind::Probe,
+            }))
+        );
+    }
+
+    #[test]
+    fn oversized_body_is_bounced_not_delivered() {
+        let body = "x".repeat(17 * 1024);
+        let xml = format!("<message from='juliet@corp-a.test' to='alice@hub.test' id='big'><body>{body}</body></message>");
+        let text = reply_text(translate(xml.as_bytes()));
+        assert!(
+            text.contains("type=\"error\"") || text.contains("type='error'"),
+            "{text}"
+        );
+        assert!(text.contains("not-acceptable"), "{text}");
+        assert!(text.contains("big"), "{text}");
+        assert!(
+            !text.contains("xxxx"),
+            "the bounce must not echo the body: {text}"
+        );
+    }
+
+    #[test]
+    fn iq_handling() {
+        let disco = reply_text(translate(b"<iq type='get' id='d1' from='juliet@corp-a.test/r' to='hub.test'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"));
+        for f in FEATURES {
+            assert!(disco.contains(f), "{disco}");
+        }
+        assert!(disco.contains("result"), "{disco}");
+        let pong = reply_text(translate(b"<iq type='get' id='p1' from='corp-a.test' to='hub.test'><ping xmlns='urn:xmpp:ping'/></iq>"));
+        assert!(pong.contains("p1") && pong.contains("result"), "{pong}");
+        let other = reply_text(translate(b"<iq type='get' id='v1' from='juliet@corp-a.test/r' to='alice@hub.test'><query xmlns='jabber:iq:version'/></iq>"));
+        assert!(other.contains("service-unavailable"), "{other}");
+        let set = reply_text(translate(b"<iq type='set' id='s1' from='juliet@corp-a.test/r' to='hub.test'><query xmlns='jabber:iq:roster'/></iq>"));
+        assert!(set.contains("service-unavailable"), "{set}");
+        assert!(matches!(
+            translate(b"<iq type='result' id='x' from='corp-a.test' to='hub.test'/>"),
+            Incoming::Ignored(_)
+        ));
+    }
+
+    #[test]
+    fn outgoing_stanzas_read_back_as_the_same_event() {
+        let served_b = {
+            let mut m = BTreeMap::new();
+            m.insert("corp-a.test".to_string(), DomainKind::Xmpp);
+            m
+        };
+        let events = vec![
+            Event::Message(Message {
+                id: "m1".into(),
+                from: alice(),
+                to: juliet(),
+                body: "a <b> & 'c'".into(),
+                thread: Some("t".into()),
+                ts: OffsetDateTime::UNIX_EPOCH,
+            }),
+            Event::Typing(Typing {
+                from: alice(),
+                to: juliet(),
+                state: ChatState::Gone,
+            }),
+            Event::Presence(Presence {
+                from: alice(),
+                to: Some(juliet()),
+                kind: PresenceKind::Available {
+                    show: Show::Away,
+                    status: None,
+                },
+            }),
+        ];
+        let mut n = 0;
+        for event in events {
+            let el = outgoing(&event, &mut || {
+                n += 1;
+                format!("id{n}")
+            })
+            .unwrap();
+            let bytes = crate::writer::stanza(&el);
+            let back = parse(&bytes);
+            let from = Jid::new(back.attr("from").unwrap()).unwrap();
+            let to = Jid::new(back.attr("to").unwrap()).unwrap();
+            let got = incoming(back, &from, &to, &ctx(&served_b));
+            assert_eq!(got, Incoming::Event(event));
+        }
+        let broadcast = Event::Presence(Presence {
+            from: alice(),
+            to: None,
+            kind: PresenceKind::Probe,
+        });
+        assert_eq!(
+            outgoing(&broadcast, &mut String::new),
+            Err(TranslateError::NoRecipient)
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_message_survives_the_wire(
+            id in "\\PC{0,40}",
+            body in "\\PC{1,200}",
+            thread in proptest::option::of("[a-z0-9-]{1,20}"),
+        ) {
+            let event = Event::Message(Message {
+                id,
+                from: alice(),
+                to: juliet(),
+                body,
+                thread,
+                ts: OffsetDateTime::UNIX_EPOCH,
+            });
+            let el = outgoing(&event, &mut || "generated".to_string()).unwrap();
+            let back = parse(&crate::writer::stanza(&el));
+            let from = Jid::new(back.attr("from").unwrap()).unwrap();
+            let to = Jid::new(back.attr("to").unwrap()).unwrap();
+            let mut served_b = BTreeMap::new();
+            served_b.insert("corp-a.test".to_string(), DomainKind::Xmpp);
+            let Incoming::Event(Event::Message(got)) = incoming(back, &from, &to, &ctx(&served_b)) else {
+                panic!("not a message");
+            };
+            let Event::Message(sent) = event else { unreachable!() };
+            let expected_id = if xml_safe(&sent.id).is_empty() { "generated".to_string() } else { xml_safe(&sent.id) };
+            proptest::prop_assert_eq!(got.id, expected_id);
+            // Bodies are compared as XML carries them (CR LF and lone CR read back as LF).
+            let expected_body = xml_safe(&sent.body).replace("\r\n", "\n").replace('\r', "\n");
+            let got_body = got.body.replace("\r\n", "\n").replace('\r', "\n");
+            proptest::prop_assert_eq!(got_body, expected_body);
+            proptest::prop_assert_eq!(got.thread, sent.thread);
+        }
+
+        #[test]
+        fn control_characters_never_reach_the_wire(body in "[\\x00-\\x1f a-z]{1,50}") {
+            let event = Event::Message(Message {
+                id: "m".into(),
+                from: alice(),
+                to: juliet(),
+                body,
+                thread: None,
+                ts: OffsetDateTime::UNIX_EPOCH,
+            });
+            let el = outgoing(&event, &mut String::new).unwrap();
+            // Parses back: the peer would not see a not-well-formed stream.
+            let _ = parse(&crate::writer::stanza(&el));
+        }
+    }
 }

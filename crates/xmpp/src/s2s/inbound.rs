@@ -16,7 +16,7 @@ use crate::ns;
 use crate::reader::{ReadEvent, StreamHeader};
 use crate::sasl::{self, Auth, SaslError};
 use crate::translate::{self, Incoming};
-use crate::writer::{self, Features};
+use crate::writer::Features;
 
 /// A stream opened by a peer server. See the crate documentation for the driving loop.
 pub struct Inbound {
@@ -86,7 +86,7 @@ fn accept_header(core: &mut Core, header: StreamHeader) -> Header {
         Some(Some(p)) => p.clone(),
         _ => String::new(),
     };
-    core.write(&writer::stream_header(&reply_from, &reply_to, Some(&id)));
+    core.write_header(&reply_from, &reply_to, Some(&id));
     let Some(local) = local.filter(|l| core.cfg.serves(l)) else {
         core.fail(StreamCondition::HostUnknown);
         return Header::Refused;

@@ -189,6 +189,8 @@ pub(crate) struct Core {
     partial_since: Option<Instant>,
     rng: StdRng,
     closed: bool,
+    /// Whether a stream header went out on the current stream.
+    header_sent: bool,
 }
 
 impl Core {
@@ -206,7 +208,13 @@ impl Core {
             partial_since: None,
             rng,
             closed: false,
+            header_sent: false,
         }
+    }
+
+    fn write_header(&mut self, from: &str, to: &str, id: Option<&str>) {
+        self.write(&writer::stream_header(from, to, id));
+        self.header_sent = true;
     }
 
     fn write(&mut self, bytes: &[u8]) {
@@ -225,6 +233,10 @@ impl Core {
     fn fail(&mut self, condition: StreamCondition) {
         if self.closed {
             return;
+        }
+        if !self.header_sent {
+            // RFC 6120 §4.9.1.1: a stream error is sent inside a stream, so open one first.
+            self.write_header("", "", None);
         }
         self.write(&writer::stream_error(condition));
         self.closed = true;
@@ -245,6 +257,7 @@ impl Core {
     fn restart_reader(&mut self) {
         self.reader = StreamReader::new(self.cfg.limits.clone());
         self.partial_since = None;
+        self.header_sent = false;
     }
 
     fn new_id(&mut self) -> String {

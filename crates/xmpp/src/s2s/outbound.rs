@@ -205,7 +205,7 @@ impl TlsPending {
         remote: &str,
     ) -> State {
         core.restart_reader();
-        core.write(&writer::stream_header(local, remote, None));
+        core.write_header(local, remote, None);
         State::AwaitHeader(AwaitHeader {
             phase: Phase::Secured(Security::tls(peer_identities)),
         })
@@ -216,7 +216,7 @@ impl SaslSent {
     fn on_element(self, core: &mut Core, el: &Element, local: &str, remote: &str) -> State {
         if el.is("success", ns::SASL) {
             core.restart_reader();
-            core.write(&writer::stream_header(local, remote, None));
+            core.write_header(local, remote, None);
             return State::AwaitHeader(AwaitHeader {
                 phase: Phase::Authenticated(self.security, self.pair),
             });
@@ -421,7 +421,7 @@ impl Outbound {
         let local = parse_domain(local).unwrap_or_else(|| local.to_string());
         let remote = parse_domain(remote).unwrap_or_else(|| remote.to_string());
         let mut core = Core::new(cfg, now, rng(seed));
-        core.write(&writer::stream_header(&local, &remote, None));
+        core.write_header(&local, &remote, None);
         Outbound {
             core,
             state: State::AwaitHeader(AwaitHeader {
