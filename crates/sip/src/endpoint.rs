@@ -109,6 +109,9 @@ pub struct Config {
     pub user_agent: String,
     /// Unique per process; makes branches, tags and Call-IDs unique (e.g. 8 random hex chars).
     pub instance: String,
+    /// Partner domains whose presence servers want local users' presence by PUBLISH
+    /// (RFC 3903) rather than by SUBSCRIBE. Default none.
+    pub publish_domains: Vec<String>,
 }
 
 impl Default for Config {
@@ -129,6 +132,7 @@ impl Default for Config {
             message_answer_delay: Duration::from_secs(1),
             user_agent: "Entente".into(),
             instance: "e0".into(),
+            publish_domains: Vec::new(),
         }
     }
 }
@@ -189,6 +193,22 @@ enum Purpose {
     Notify {
         dialog: DialogKey,
     },
+    Publish {
+        key: OutKey,
+        conditional: bool,
+        removing: bool,
+    },
+}
+
+/// A local user's presence published to one partner domain.
+type OutKey = (Address, String);
+
+#[derive(Debug)]
+struct OutPublication {
+    kind: PresenceKind,
+    etag: Option<String>,
+    refresh_at: Option<Instant>,
+    retried: bool,
 }
 
 #[derive(Debug)]
@@ -289,6 +309,7 @@ pub struct Endpoint {
     notifiers: HashMap<DialogKey, Notifier>,
     subscribers: HashMap<DialogKey, Subscriber>,
     publications: HashMap<String, Publication>,
+    out_publications: HashMap<OutKey, OutPublication>,
     last_presence: HashMap<Address, PresenceKind>,
 }
 
@@ -310,6 +331,7 @@ impl Endpoint {
             notifiers: HashMap::new(),
             subscribers: HashMap::new(),
             publications: HashMap::new(),
+            out_publications: HashMap::new(),
             last_presence: HashMap::new(),
         }
     }
@@ -379,6 +401,24 @@ impl Endpoint {
         }
     }
 
+    /// The driver could not deliver `transmit` (no DNS answer, connection refused or reset).
+    /// A request's transaction ends at once as RFC 3261 §8.1.3.1 says (treated as a 503, here
+    /// reported as `remote_server_not_found`); a failed response is forgotten.
+    pub fn handle_transport_error(&mut self, transmit: &Transmit, now: Instant) {
+        let Ok(msg) = self.parser.parse_datagram(&transmit.payload) else {
+            return;
+        };
+        if !msg.is_request() {
+            return;
+        }
+        let branch = headers::vias(&msg)
+            .ok()
+            .and_then(|v| v.first().and_then(|v| v.branch().map(str::to_string)));
+        if let Some(entry) = branch.and_then(|b| self.clients.remove(&b)) {
+            self.client_failed(entry.purpose, 502, "Transport Error", None, now);
+        }
+    }
+
     /// Next bytes to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
@@ -401,7 +441,9 @@ impl Endpoint {
             .flat_map(|s| [Some(s.expires_at), s.refresh_at])
             .flatten();
         let publications = self.publications.values().map(|p| p.expires_at);
+        let out_publications = self.out_publications.values().filter_map(|p| p.refresh_at);
         clients
+            .chain(out_publications)
             .chain(servers)
             .chain(pending)
             .chain(notifiers)
@@ -492,6 +534,19 @@ impl Endpoint {
                 let expires = self.config.default_expires;
                 self.send_subscribe(&key, expires, true, now);
             }
+        }
+        // Our own publications due for a refresh (SIP-If-Match, no body).
+        let due: Vec<OutKey> = self
+            .out_publications
+            .iter()
+            .filter(|(_, p)| p.refresh_at.is_some_and(|t| t <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            if let Some(p) = self.out_publications.get_mut(&key) {
+                p.refresh_at = None;
+            }
+            self.send_publish(&key, false, self.config.default_expires, now);
         }
         // Publications that were not refreshed.
         let expired: Vec<String> = self
@@ -1094,6 +1149,20 @@ impl Endpoint {
     // ----- outcomes of our own requests ---------------------------------------------------
 
     fn client_succeeded(&mut self, purpose: Purpose, resp: &SipMessage, now: Instant) {
+        if let Purpose::Publish { key, removing, .. } = &purpose {
+            if *removing {
+                return;
+            }
+            let etag = resp.header("SIP-ETag").map(|e| e.trim().to_string());
+            let granted = expires(resp).unwrap_or(self.config.default_expires);
+            if let Some(p) = self.out_publications.get_mut(key) {
+                p.retried = false;
+                p.etag = etag;
+                p.refresh_at =
+                    (granted > 0 && p.etag.is_some()).then(|| now + refresh_after(granted));
+            }
+            return;
+        }
         if let Purpose::Subscribe { dialog, .. } = purpose {
             let granted = expires(resp);
             let to_tag = name_addr(resp, "To")
@@ -1158,6 +1227,37 @@ impl Endpoint {
                 }));
             }
             Purpose::Quiet => {}
+            Purpose::Publish {
+                key,
+                conditional,
+                removing,
+            } => {
+                if removing {
+                    return;
+                }
+                let min = resp
+                    .and_then(|r| r.header("Min-Expires"))
+                    .and_then(|v| v.trim().parse::<u32>().ok());
+                let Some(p) = self.out_publications.get_mut(&key) else {
+                    return;
+                };
+                p.etag = None;
+                p.refresh_at = None;
+                if p.retried {
+                    return;
+                }
+                p.retried = true;
+                match (code, min) {
+                    // RFC 3903 §6: the entity tag is unknown there; publish afresh.
+                    (412, _) if conditional => {
+                        self.send_publish(&key, true, self.config.default_expires, now)
+                    }
+                    (423, Some(min)) => {
+                        self.send_publish(&key, true, min.min(self.config.max_expires), now)
+                    }
+                    _ => {}
+                }
+            }
             Purpose::Subscribe { dialog, refresh } => {
                 let Some(mut s) = self.subscribers.remove(&dialog) else {
                     return;
@@ -1243,6 +1343,9 @@ impl Endpoint {
         }
         if p.to.is_none() {
             self.last_presence.insert(p.from.clone(), p.kind.clone());
+            for domain in self.config.publish_domains.clone() {
+                self.publish(p.from.clone(), domain, p.kind.clone(), now);
+            }
         }
         let keys: Vec<DialogKey> = self
             .notifiers
@@ -1325,6 +1428,88 @@ impl Endpoint {
             }
         }
         Ok(())
+    }
+
+    /// RFC 3903 for one local user at one partner domain: initial, modify or remove.
+    fn publish(&mut self, local: Address, domain: String, kind: PresenceKind, now: Instant) {
+        let key = (local, domain);
+        if matches!(kind, PresenceKind::Unavailable { .. }) {
+            // Removal: Expires 0 with the entity tag; without one there is nothing to remove.
+            let Some(p) = self.out_publications.remove(&key) else {
+                return;
+            };
+            if let Some(etag) = p.etag {
+                self.send_publish_request(&key, None, Some(etag), 0, true, now);
+            }
+            return;
+        }
+        let entry = self
+            .out_publications
+            .entry(key.clone())
+            .or_insert(OutPublication {
+                kind: kind.clone(),
+                etag: None,
+                refresh_at: None,
+                retried: false,
+            });
+        entry.kind = kind;
+        entry.retried = false;
+        self.send_publish(&key, true, self.config.default_expires, now);
+    }
+
+    fn send_publish(&mut self, key: &OutKey, with_body: bool, expires: u32, now: Instant) {
+        let Some(p) = self.out_publications.get(key) else {
+            return;
+        };
+        let etag = p.etag.clone();
+        // A refresh needs an entity tag; an initial or modifying PUBLISH carries the body.
+        let body = if with_body || etag.is_none() {
+            Some(p.kind.clone())
+        } else {
+            None
+        };
+        self.send_publish_request(key, body, etag, expires, false, now);
+    }
+
+    fn send_publish_request(
+        &mut self,
+        key: &OutKey,
+        body: Option<PresenceKind>,
+        etag: Option<String>,
+        expires: u32,
+        removing: bool,
+        now: Instant,
+    ) {
+        let (local, domain) = key;
+        let transport = self.transport_for(domain);
+        let Ok(mut req) = self.new_request_over(Method::Publish, local, local, transport) else {
+            return;
+        };
+        let mut ok = req.push("Event", "presence").is_ok()
+            && req.push("Expires", expires.to_string()).is_ok();
+        if let Some(etag) = &etag {
+            ok &= req.push("SIP-If-Match", etag.clone()).is_ok();
+        }
+        if let Some(kind) = &body {
+            match pidf::build(&address_to_uri(local), kind) {
+                Ok(doc) => ok &= req.set_body(pidf::CONTENT_TYPE, doc).is_ok(),
+                Err(_) => return,
+            }
+        }
+        if !ok {
+            return;
+        }
+        let dest = Destination::Resolve {
+            host: domain.clone(),
+            port: None,
+            transport: self.transport_for(domain),
+        };
+        let purpose = Purpose::Publish {
+            key: key.clone(),
+            conditional: etag.is_some(),
+            removing,
+        };
+        self.start_client(req, dest, purpose, now);
     }
 
     fn start_subscription(&mut self, local: Address, remote: Address, fetch: bool, now: Instant) {
@@ -1544,6 +1729,16 @@ impl Endpoint {
         to: &Address,
     ) -> Result<SipMessage, BuildError> {
         let transport = self.transport_for(to.domain());
+        self.new_request_over(method, from, to, transport)
+    }
+
+    fn new_request_over(
+        &mut self,
+        method: Method,
+        from: &Address,
+        to: &Address,
+        transport: Transport,
+    ) -> Result<SipMessage, BuildError> {
         let via = self.via(transport);
         let tag = self.next_id("t");
         let call = self.new_call_id();

@@ -441,3 +441,100 @@ fn probe_is_a_one_off_fetch() {
         .iter()
         .all(|e| !matches!(e, Event::Subscription(_))));
 }
+
+fn presence(from: &str, kind: PresenceKind) -> Event {
+    Event::Presence(Presence {
+        from: addr(from),
+        to: None,
+        kind,
+    })
+}
+
+fn publish_net() -> Net {
+    let mut a = support::config("127.0.0.1", "hub.test", Transport::Udp);
+    a.publish_domains = vec!["corp-b.test".into()];
+    let b = support::config("127.0.0.2", "corp-b.test", Transport::Udp);
+    Net::with_configs(a, b, Transport::Udp)
+}
+
+#[test]
+fn local_presence_is_published_refreshed_modified_and_removed() {
+    let mut net = publish_net();
+    let away = PresenceKind::Available {
+        show: Show::Away,
+        status: Some("back soon".into()),
+    };
+    net.send(Side::A, presence("bob@hub.test", away.clone()));
+    assert_eq!(net.events_b, vec![presence("bob@hub.test", away)]);
+    let first = net.sent(Side::A, "PUBLISH")[0].text.clone();
+    assert!(!first.contains("SIP-If-Match"), "{first}");
+    assert!(first.contains("application/pidf+xml"));
+
+    // Refreshes keep B's state alive: conditional, bodiless, no new event.
+    net.advance(Duration::from_secs(7200));
+    let sent = net.sent(Side::A, "PUBLISH");
+    assert!(sent.len() >= 3, "{}", sent.len());
+    assert!(sent[1].text.contains("SIP-If-Match: "));
+    assert!(sent[1].text.contains("Content-Length: 0"));
+    assert_eq!(net.events_b.len(), 1, "{:?}", net.events_b);
+
+    let dnd = PresenceKind::Available {
+        show: Show::Dnd,
+        status: None,
+    };
+    net.send(Side::A, presence("bob@hub.test", dnd.clone()));
+    assert_eq!(net.events_b.last(), Some(&presence("bob@hub.test", dnd)));
+    let modify = net.sent(Side::A, "PUBLISH").last().unwrap().text.clone();
+    assert!(modify.contains("SIP-If-Match: ") && modify.contains("<rpid:busy/>"));
+
+    let gone = PresenceKind::Unavailable { status: None };
+    net.send(Side::A, presence("bob@hub.test", gone.clone()));
+    assert_eq!(net.events_b.last(), Some(&presence("bob@hub.test", gone)));
+    let remove = net.sent(Side::A, "PUBLISH").last().unwrap().text.clone();
+    assert!(remove.contains("Expires: 0"), "{remove}");
+    let count = net.sent(Side::A, "PUBLISH").len();
+    net.advance(Duration::from_secs(7200));
+    assert_eq!(
+        net.sent(Side::A, "PUBLISH").len(),
+        count,
+        "nothing left to refresh"
+    );
+    assert_eq!(net.a.poll_timeout(), None);
+}
+
+#[test]
+fn a_forgotten_entity_tag_is_published_afresh() {
+    let mut net = publish_net();
+    let away = PresenceKind::Available {
+        show: Show::Away,
+        status: None,
+    };
+    net.send(Side::A, presence("bob@hub.test", away.clone()));
+    // B restarts and forgets every publication.
+    net.b = entente_sip::Endpoint::new(
+        support::config("127.0.0.2", "corp-b.test", Transport::Udp),
+        net.now,
+        OffsetDateTime::UNIX_EPOCH,
+    );
+    net.events_b.clear();
+    net.advance(Duration::from_secs(3000));
+    assert_eq!(net.sent(Side::B, "SIP/2.0 412").len(), 1);
+    // The refresh failed with 412; the full state went out again and B has it.
+    assert_eq!(net.events_b, vec![presence("bob@hub.test", away)]);
+}
+
+#[test]
+fn a_transport_error_fails_the_message_at_once() {
+    let mut net = Net::new(Transport::Tcp);
+    let now = net.now;
+    net.a.send(message("m7", "nobody home"), now).unwrap();
+    let t = net.a.poll_transmit().unwrap();
+    net.a.handle_transport_error(&t, now);
+    let e = net.a.poll_event().unwrap();
+    let Event::Failure(f) = e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(f.code, ErrorCode::RemoteServerNotFound);
+    assert_eq!(f.id, "m7");
+    assert_eq!(net.a.poll_timeout(), None);
+}
