@@ -105,11 +105,24 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow_lite::
                 .await
         });
     }
+    if let Some(addr) = listeners.oscar {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow_lite::msg(format!("cannot listen for oscar on {addr}: {e}")))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| anyhow_lite::msg(e.to_string()))?;
+        println!("listening oscar {local}");
+        let state = state.clone();
+        tasks.spawn(async move {
+            oscar::serve(state, listener).await;
+            Ok(())
+        });
+    }
     for (name, addr) in [
         ("xmpp_s2s", listeners.xmpp_s2s),
         ("sip", listeners.sip),
         ("sips", listeners.sips),
-        ("oscar", listeners.oscar),
     ] {
         if let Some(addr) = addr {
             tracing::warn!(listener = name, %addr, "this build does not serve this protocol yet; listener not started");

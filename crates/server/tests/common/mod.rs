@@ -91,17 +91,23 @@ impl Server {
             .expect("start entente");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let http = loop {
+        self.listeners.clear();
+        let expected = 1 + self.listen.lines().filter(|l| l.contains('=')).count();
+        while self.listeners.len() < expected {
             let line = lines
                 .next()
                 .expect("entente exited before listening")
                 .unwrap();
-            if let Some(addr) = line.strip_prefix("listening http ") {
-                break addr.trim().parse().unwrap();
+            if let Some((name, addr)) = line
+                .strip_prefix("listening ")
+                .and_then(|r| r.split_once(' '))
+            {
+                self.listeners
+                    .insert(name.to_string(), addr.trim().parse().unwrap());
             }
-        };
+        }
         std::thread::spawn(move || for _ in lines {});
-        self.http = http;
+        self.http = self.listeners["http"];
         self.child = Some(child);
     }
 

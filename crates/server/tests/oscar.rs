@@ -1,0 +1,460 @@
+//! OSCAR end to end against the real binary: a scripted AIM-style client (BUCP login with the
+//! strong MD5 hash, then the BOS sign-on libpurple performs) talks to browser-protocol users and
+//! to another OSCAR user.
+
+mod common;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use common::{Client, Server, PATIENCE};
+use entente_oscar::family::bucp::{self, tlv};
+use entente_oscar::family::feedbag::{self, FeedbagItem};
+use entente_oscar::family::{buddy, icbm, oservice};
+use entente_oscar::{Channel, Flap, Snac, SnacBody, Tlv, TlvList};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const OSCAR: &str = "oscar = \"127.0.0.1:0\"\n";
+const PW: &str = "password1";
+
+struct Oscar {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    seq: u16,
+    rid: u32,
+}
+
+impl Oscar {
+    async fn connect(addr: SocketAddr) -> Oscar {
+        Oscar {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            buf: Vec::new(),
+            seq: 0x1000,
+            rid: 0,
+        }
+    }
+
+    async fn flap(&mut self, channel: Channel, payload: impl Into<Bytes>) {
+        let f = Flap {
+            channel,
+            seq: self.seq,
+            payload: payload.into(),
+        };
+        self.seq = self.seq.wrapping_add(1);
+        self.stream.write_all(&f.to_bytes()).await.unwrap();
+    }
+
+    async fn signon_frame(&mut self, tlvs: TlvList) {
+        let mut out = BytesMut::new();
+        out.put_u32(1);
+        tlvs.encode(&mut out);
+        self.flap(Channel::SignOn, out.freeze()).await;
+    }
+
+    async fn snac<T: SnacBody>(&mut self, body: &T) -> u32 {
+        self.rid += 1;
+        let bytes = body.to_snac(self.rid).to_bytes();
+        self.flap(Channel::Snac, bytes).await;
+        self.rid
+    }
+
+    /// The next frame, or `None` when the server closes the connection or is silent for `wait`.
+    async fn next(&mut self, wait: Duration) -> Option<Flap> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some((flap, used)) = Flap::peek(&self.buf, 65535).unwrap() {
+                self.buf.drain(..used);
+                return Some(flap);
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))
+                .await
+                .ok()?
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Skips frames until a SNAC of this kind arrives.
+    async fn expect(&mut self, family: u16, subtype: u16) -> Snac {
+        let mut seen = Vec::new();
+        loop {
+            let Some(f) = self.next(PATIENCE).await else {
+                panic!("no SNAC {family:02x},{subtype:02x}; saw {seen:x?}");
+            };
+            if f.channel != Channel::Snac {
+                seen.push((0xFFFF, f.channel as u16));
+                continue;
+            }
+            let snac = Snac::decode(&f.payload).unwrap();
+            if snac.kind() == (family, subtype) {
+                return snac;
+            }
+            seen.push(snac.kind());
+        }
+    }
+
+    async fn im(&mut self, to: &str, html: &str) -> u32 {
+        let mut data = BytesMut::new();
+        data.put_u16(0);
+        data.put_u16(0);
+        data.put_slice(html.as_bytes());
+        let msg = icbm::ImMessage {
+            fragments: vec![
+                icbm::Fragment {
+                    id: 5,
+                    version: 1,
+                    data: Bytes::from_static(&[1, 1, 1, 2]),
+                },
+                icbm::Fragment {
+                    id: 1,
+                    version: 1,
+                    data: data.freeze(),
+                },
+            ],
+        };
+        // Clients pick a fresh cookie per message.
+        let cookie = (0x0100_0000_0000_0000u64 + self.rid as u64).to_be_bytes();
+        let body = icbm::ChannelMsgToHost {
+            cookie,
+            channel: 1,
+            screen_name: to.into(),
+            tlvs: TlvList::new()
+                .with(Tlv::new(2, msg.encode()))
+                .with(Tlv::new(3, vec![])),
+        };
+        self.snac(&body).await
+    }
+
+    async fn incoming_im(&mut self) -> (String, String) {
+        let snac = self.expect(4, 7).await;
+        let m: icbm::ChannelMsgToClient = snac.body_as().unwrap();
+        (
+            m.sender.screen_name.clone(),
+            m.message().unwrap().text().unwrap(),
+        )
+    }
+}
+
+/// BUCP login then BOS sign-on; `Err(code)` when the login is refused.
+async fn sign_on(server: &Server, screen_name: &str, password: &str) -> Result<Oscar, u16> {
+    let mut login = Oscar::connect(server.listeners["oscar"]).await;
+    login.flap(Channel::SignOn, vec![0, 0, 0, 1]).await;
+    let key_req = bucp::ChallengeRequest {
+        tlvs: TlvList::new().with(Tlv::new(tlv::SCREEN_NAME, screen_name.as_bytes().to_vec())),
+    };
+    login.snac(&key_req).await;
+    let key = login
+        .expect(0x17, 0x07)
+        .await
+        .body_as::<bucp::Challenge>()
+        .unwrap()
+        .key;
+    let hash = bucp::strong_hash(&key, &bucp::md5_password(password.as_bytes()));
+    let req = bucp::LoginRequest {
+        tlvs: TlvList::new()
+            .with(Tlv::new(tlv::SCREEN_NAME, screen_name.as_bytes().to_vec()))
+            .with(Tlv::new(tlv::PASSWORD_HASH, hash.to_vec()))
+            .with(Tlv::new(tlv::STRONG_HASH, vec![]))
+            .with(Tlv::new(
+                tlv::CLIENT_ID_STRING,
+                b"AOL Instant Messenger, version 5.1.3036/WIN32".to_vec(),
+            )),
+    };
+    login.snac(&req).await;
+    let reply: bucp::LoginReply = login.expect(0x17, 0x03).await.body_as().unwrap();
+    if let Some(code) = reply.tlvs.get_u16(tlv::ERROR_CODE) {
+        return Err(code);
+    }
+    let bos: SocketAddr = reply
+        .tlvs
+        .get_string(tlv::BOS_ADDRESS)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let cookie = reply.tlvs.get_bytes(tlv::COOKIE).unwrap().clone();
+
+    let mut c = Oscar::connect(bos).await;
+    c.signon_frame(TlvList::new().with(Tlv::new(tlv::COOKIE, cookie)))
+        .await;
+    c.expect(1, 3).await;
+    let versions = [
+        (0x13, 4),
+        (0x09, 1),
+        (0x04, 1),
+        (0x03, 1),
+        (0x02, 1),
+        (0x01, 3),
+    ];
+    c.snac(&oservice::ClientVersions(oservice::Versions {
+        versions: versions.to_vec(),
+    }))
+    .await;
+    c.expect(1, 0x18).await;
+    c.snac(&oservice::RateParamsQuery).await;
+    let rates: oservice::RateParamsReply = c.expect(1, 7).await.body_as().unwrap();
+    c.snac(&oservice::RateParamsAck {
+        classes: rates.classes.iter().map(|r| r.id).collect(),
+    })
+    .await;
+    c.snac(&feedbag::Query).await;
+    c.expect(0x13, 0x06).await;
+    c.snac(&feedbag::Use).await;
+    let ready = oservice::ClientReady {
+        families: versions
+            .iter()
+            .map(|&(family, version)| oservice::FamilyTool {
+                family,
+                version,
+                tool_id: 0x0110,
+                tool_version: 0x164F,
+            })
+            .collect(),
+    };
+    c.snac(&ready).await;
+    Ok(c)
+}
+
+fn buddy_items(names: &[&str]) -> Vec<FeedbagItem> {
+    let mut items = vec![FeedbagItem {
+        name: "Buddies".into(),
+        group_id: 1,
+        item_id: 0,
+        class: feedbag::class::GROUP,
+        attrs: TlvList::new(),
+    }];
+    for (i, n) in names.iter().enumerate() {
+        items.push(FeedbagItem {
+            name: n.to_string(),
+            group_id: 1,
+            item_id: 10 + i as u16,
+            class: feedbag::class::BUDDY,
+            attrs: TlvList::new(),
+        });
+    }
+    items
+}
+
+async fn web(server: &Server, user: &str) -> Client {
+    let mut c = server.login(user).await;
+    c.expect_type("roster").await;
+    c
+}
+
+#[tokio::test]
+async fn an_aim_user_and_a_browser_user_chat_and_see_each_other() {
+    let s = Server::start_listening("", OSCAR);
+    assert_eq!(s.register("Alice Smith", PW).await, 201);
+    let mut alice = sign_on(&s, "Alice Smith", PW).await.unwrap();
+    let mut bob = web(&s, "bob").await;
+
+    // alice adds bob to her buddy list: bob is asked, approves, alice sees him arrive.
+    alice.snac(&feedbag::StartCluster).await;
+    alice
+        .snac(&feedbag::InsertItems {
+            items: buddy_items(&["bob"]),
+        })
+        .await;
+    alice.snac(&feedbag::EndCluster).await;
+    let status: feedbag::Status = alice.expect(0x13, 0x0E).await.body_as().unwrap();
+    assert_eq!(status.codes, vec![0, 0]);
+    bob.expect("request", |v| {
+        v["type"] == "subscription_request" && v["from"] == "alicesmith@hub.test"
+    })
+    .await;
+    bob.send(json!({"type": "approve", "to": "alicesmith@hub.test"}))
+        .await;
+    let reply: feedbag::AuthReplyToClient = alice.expect(0x13, 0x1B).await.body_as().unwrap();
+    assert!(reply.0.accepted);
+    assert_eq!(reply.0.screen_name, "bob");
+    let arrived: buddy::Arrived = alice.expect(3, 0x0B).await.body_as().unwrap();
+    assert_eq!(arrived.users[0].screen_name, "bob");
+
+    // bob adds alice: her client is asked and accepts; bob sees her available.
+    bob.send(json!({"type": "subscribe", "to": "alicesmith@hub.test"}))
+        .await;
+    let req: feedbag::AuthRequestToClient = alice.expect(0x13, 0x19).await.body_as().unwrap();
+    assert_eq!(req.0.screen_name, "bob");
+    alice
+        .snac(&feedbag::AuthReplyToHost(feedbag::AuthReply {
+            screen_name: "bob".into(),
+            accepted: true,
+            reason: String::new(),
+        }))
+        .await;
+    bob.expect("subscribed", |v| {
+        v["type"] == "subscribed" && v["from"] == "alicesmith@hub.test"
+    })
+    .await;
+    bob.expect("alice available", |v| {
+        v["type"] == "presence" && v["from"] == "alicesmith@hub.test" && v["show"] == "available"
+    })
+    .await;
+
+    // IMs both ways: AIM HTML becomes text; text becomes escaped HTML.
+    alice
+        .im(
+            "bob",
+            "<HTML><BODY>Hello &amp; <B>welcome</B></BODY></HTML>",
+        )
+        .await;
+    let m = bob.expect_type("message").await;
+    assert_eq!(
+        (m["from"].as_str(), m["body"].as_str()),
+        (Some("alicesmith@hub.test"), Some("Hello & welcome"))
+    );
+    assert_eq!(
+        bob.message("w1", "alicesmith@hub.test", "1 < 2 & <script>x</script>")
+            .await["type"],
+        "ack"
+    );
+    let (from, text) = alice.incoming_im().await;
+    assert_eq!(from, "bob");
+    assert!(
+        text.contains("1 &lt; 2 &amp; &lt;script&gt;x&lt;/script&gt;"),
+        "{text}"
+    );
+    assert!(!text.contains("<script>"));
+
+    // Typing both ways.
+    alice
+        .snac(&icbm::ClientEvent {
+            cookie: [0; 8],
+            channel: 1,
+            screen_name: "bob".into(),
+            event: icbm::typing::BEGUN,
+        })
+        .await;
+    let t = bob.expect_type("typing").await;
+    assert_eq!(
+        (t["from"].as_str(), t["state"].as_str()),
+        (Some("alicesmith@hub.test"), Some("composing"))
+    );
+    bob.send(json!({"type": "typing", "to": "alicesmith@hub.test", "state": "composing"}))
+        .await;
+    let ev: icbm::ClientEvent = alice.expect(4, 0x14).await.body_as().unwrap();
+    assert_eq!(
+        (ev.screen_name.as_str(), ev.event),
+        ("bob", icbm::typing::BEGUN)
+    );
+
+    // An IM to nobody gets an ICBM error naming why.
+    let rid = alice.im("nobody", "hello?").await;
+    let err = alice.expect(4, 1).await;
+    assert_eq!(err.header.request_id, rid);
+    let code = entente_oscar::SnacError::decode_body(&err.body)
+        .unwrap()
+        .code;
+    assert_eq!(
+        code,
+        entente_oscar::SnacErrorCode::RecipientNotLoggedIn as u16
+    );
+
+    // bob leaves: alice sees him depart.
+    drop(bob);
+    let gone: buddy::Departed = alice.expect(3, 0x0C).await.body_as().unwrap();
+    assert_eq!(gone.users[0].screen_name, "bob");
+}
+
+#[tokio::test]
+async fn logins_are_checked_and_offline_messages_wait() {
+    let s = Server::start_listening("", OSCAR);
+    assert_eq!(s.register("carol", PW).await, 201);
+    assert_eq!(sign_on(&s, "carol", "wrong-password").await.err(), Some(5));
+    assert_eq!(sign_on(&s, "nobody", PW).await.err(), Some(1));
+
+    let mut dave = web(&s, "dave").await;
+    assert_eq!(
+        dave.message("o1", "carol@hub.test", "while you were out")
+            .await["type"],
+        "ack"
+    );
+    assert_eq!(
+        dave.message("o2", "Carol@hub.test", "second").await["type"],
+        "ack"
+    );
+    let mut carol = sign_on(&s, "Carol", PW).await.unwrap();
+    assert_eq!(
+        carol.incoming_im().await,
+        ("dave".to_string(), "while you were out".to_string())
+    );
+    assert_eq!(carol.incoming_im().await.1, "second");
+    // Delivered once: a second sign-on gets nothing again.
+    drop(carol);
+    let mut carol = sign_on(&s, "carol", PW).await.unwrap();
+    assert!(carol
+        .next(Duration::from_millis(500))
+        .await
+        .is_none_or(|f| {
+            f.channel != Channel::Snac || Snac::decode(&f.payload).unwrap().kind() != (4, 7)
+        }));
+}
+
+#[tokio::test]
+async fn two_aim_users_message_each_other() {
+    let s = Server::start_listening("", OSCAR);
+    assert_eq!(s.register("erin", PW).await, 201);
+    assert_eq!(s.register("frank", PW).await, 201);
+    let mut erin = sign_on(&s, "erin", PW).await.unwrap();
+    let mut frank = sign_on(&s, "frank", PW).await.unwrap();
+    erin.im("Frank", "<HTML><BODY>hi frank</BODY></HTML>").await;
+    assert_eq!(
+        frank.incoming_im().await,
+        ("erin".to_string(), "hi frank".to_string())
+    );
+    frank.im("erin", "hi erin").await;
+    assert_eq!(erin.incoming_im().await.1, "hi erin");
+}
+
+#[tokio::test]
+async fn hostile_oscar_input_is_cut_off_and_the_server_keeps_serving() {
+    let s = Server::start_listening("", OSCAR);
+    assert_eq!(s.register("gina", PW).await, 201);
+    let addr = s.listeners["oscar"];
+
+    // Not OSCAR at all.
+    let mut c = Oscar::connect(addr).await;
+    c.stream.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    assert!(drain_until_closed(&mut c).await);
+    // A FLAP whose length promises 60 KB.
+    let mut c = Oscar::connect(addr).await;
+    c.stream
+        .write_all(&[0x2A, 0x01, 0, 1, 0xEA, 0x60, 0, 0, 0, 1])
+        .await
+        .unwrap();
+    assert!(drain_until_closed(&mut c).await);
+    // A made-up cookie on the BOS side.
+    let mut c = Oscar::connect(addr).await;
+    c.signon_frame(TlvList::new().with(Tlv::new(tlv::COOKIE, vec![9; 32])))
+        .await;
+    assert!(drain_until_closed(&mut c).await);
+    // A truncated SNAC during login.
+    let mut c = Oscar::connect(addr).await;
+    c.flap(Channel::SignOn, vec![0, 0, 0, 1]).await;
+    c.flap(Channel::Snac, vec![0, 0x17, 0]).await;
+    assert!(drain_until_closed(&mut c).await);
+
+    // Everyone else is still served.
+    let mut gina = sign_on(&s, "gina", PW).await.unwrap();
+    let mut web_user = web(&s, "hank").await;
+    gina.im("hank", "still up").await;
+    assert_eq!(web_user.expect_type("message").await["body"], "still up");
+}
+
+/// Reads until the server closes; false if it stays open past the patience window.
+async fn drain_until_closed(c: &mut Oscar) -> bool {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout_at(deadline, c.stream.read(&mut chunk)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
