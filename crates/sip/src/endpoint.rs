@@ -112,6 +112,14 @@ pub struct Config {
     /// Partner domains whose presence servers want local users' presence by PUBLISH
     /// (RFC 3903) rather than by SUBSCRIBE. Default none.
     pub publish_domains: Vec<String>,
+    /// Most open transactions of each kind (server, client); beyond it new requests are
+    /// answered 503 statelessly and `send` refuses. Default 4096.
+    pub max_transactions: usize,
+    /// Most subscription dialogs (both roles together); beyond it 503. Default 10000.
+    pub max_subscriptions: usize,
+    /// Most presence publications held for partners' presence agents; beyond it 503.
+    /// Default 10000.
+    pub max_publications: usize,
 }
 
 impl Default for Config {
@@ -133,6 +141,9 @@ impl Default for Config {
             user_agent: "Entente".into(),
             instance: "e0".into(),
             publish_domains: Vec::new(),
+            max_transactions: 4096,
+            max_subscriptions: 10_000,
+            max_publications: 10_000,
         }
     }
 }
@@ -144,6 +155,8 @@ pub enum SendError {
     Unsupported,
     #[error("message body larger than the limit")]
     TooLarge,
+    #[error("too many open transactions or subscriptions")]
+    Busy,
     #[error(transparent)]
     Build(#[from] BuildError),
 }
@@ -564,6 +577,14 @@ impl Endpoint {
 
     /// A canonical event for a SIP user. Returns an error for events with no SIP form.
     pub fn send(&mut self, event: Event, now: Instant) -> Result<(), SendError> {
+        let starts_request = match &event {
+            Event::Message(_) | Event::Typing(_) | Event::Subscription(_) => true,
+            Event::Presence(_) => true,
+            Event::Failure(_) | Event::Receipt(_) => false,
+        };
+        if starts_request && self.clients.len() >= self.config.max_transactions {
+            return Err(SendError::Busy);
+        }
         match event {
             Event::Message(m) => self.send_message(m, now),
             Event::Typing(t) => self.send_typing(t, now),
@@ -704,6 +725,17 @@ impl Endpoint {
         {
             return;
         }
+        if self.servers.len() >= self.config.max_transactions {
+            // Stateless 503: no state is kept for a request we cannot afford.
+            let extra = vec![("Retry-After", "5".to_string())];
+            if let Some(resp) = self.build_response(&msg, 503, None, extra) {
+                self.transmits.push_back(Transmit {
+                    destination: reply_to,
+                    payload: resp.to_bytes(),
+                });
+            }
+            return;
+        }
         let reliable = matches!(source, Source::Stream(..));
         self.servers.insert(
             key.clone(),
@@ -743,6 +775,9 @@ impl Endpoint {
             }
             if code == 423 {
                 extra.push(("Min-Expires", self.config.min_expires.to_string()));
+            }
+            if code == 503 {
+                extra.push(("Retry-After", "5".to_string()));
             }
             if let Some(t) = text {
                 extra.push((
@@ -915,6 +950,9 @@ impl Endpoint {
             return Err(Refuse(404, None));
         }
         let remote_target = contact_uri(msg).ok_or(Refuse(400, Some("no Contact".into())))?;
+        if self.notifiers.len() + self.subscribers.len() >= self.config.max_subscriptions {
+            return Err(Refuse(503, None));
+        }
         let local_tag = self.next_id("t");
         let (transport, connection) = match source {
             Source::Datagram(_) => (Transport::Udp, None),
@@ -1113,6 +1151,9 @@ impl Endpoint {
             self.respond(key, msg, 200, None, vec![("Expires", "0".to_string())], now);
             self.publication_gone(entity);
             return Ok(());
+        }
+        if previous.is_none() && self.publications.len() >= self.config.max_publications {
+            return Err(Refuse(503, None));
         }
         let etag = self.next_id("e");
         let changed = previous.as_ref().map(|p| p.kind != kind).unwrap_or(true);
@@ -1377,6 +1418,11 @@ impl Endpoint {
                         && x.state != SubscriberState::Ending
                 });
                 if !exists {
+                    if self.notifiers.len() + self.subscribers.len()
+                        >= self.config.max_subscriptions
+                    {
+                        return Err(SendError::Busy);
+                    }
                     self.start_subscription(s.from, s.to, false, now);
                 }
             }

@@ -382,3 +382,42 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn floods_hit_the_state_limits_not_the_memory() {
+    let t0 = Instant::now();
+    let config = Config {
+        local_domains: vec!["hub.test".into()],
+        max_transactions: 50,
+        max_subscriptions: 20,
+        ..Config::default()
+    };
+    let mut ep = Endpoint::new(config, t0, OffsetDateTime::UNIX_EPOCH);
+    let mut statuses = Vec::new();
+    for i in 0..100 {
+        let sub = format!("SUBSCRIBE sip:bob@hub.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKf{i}\r\nFrom: <sip:carol@corp-b.test>;tag={i}\r\nTo: <sip:bob@hub.test>\r\nCall-ID: flood{i}\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:carol@192.0.2.1>\r\nEvent: presence\r\nContent-Length: 0\r\n\r\n");
+        ep.handle_datagram("192.0.2.1:5060".parse().unwrap(), sub.as_bytes(), t0)
+            .unwrap();
+        while let Some(t) = ep.poll_transmit() {
+            let m = parser().parse_datagram(&t.payload).unwrap();
+            if let Some(code) = m.status() {
+                statuses.push(code);
+            }
+        }
+    }
+    assert_eq!(statuses.len(), 100);
+    assert_eq!(statuses.iter().filter(|&&c| c == 200).count(), 20);
+    assert_eq!(statuses.iter().filter(|&&c| c == 503).count(), 80);
+    // The canonical side is refused too, rather than growing state.
+    assert_eq!(
+        ep.send(
+            Event::Subscription(entente_model::Subscription {
+                from: addr("bob@hub.test"),
+                to: addr("dave@corp-b.test"),
+                kind: entente_model::SubscriptionKind::Subscribe,
+            }),
+            t0
+        ),
+        Err(entente_sip::SendError::Busy)
+    );
+}
