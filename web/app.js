@@ -36,6 +36,9 @@
     errorBanner: el('error-banner'),
     errorBannerText: el('error-banner-text'),
     errorBannerClose: el('error-banner-close'),
+    notice: el('notice'),
+    noticeText: el('notice-text'),
+    noticeClose: el('notice-close'),
     presenceForm: el('presence-form'),
     myShow: el('my-show'),
     myStatus: el('my-status'),
@@ -64,6 +67,7 @@
     roster: new Map(), // address -> { subscription, pending }
     presence: new Map(), // address -> { show, status }
     declined: new Set(), // addresses that answered our request with `unsubscribed`
+    asked: new Set(), // addresses we asked to see, with no answer seen yet
     requests: new Map(), // address -> true, in arrival order
     chats: new Map(), // address -> Chat
     active: null, // address of the visible chat
@@ -122,6 +126,11 @@
   function showError(text) {
     ui.errorBannerText.textContent = text;
     ui.errorBanner.hidden = false;
+  }
+
+  function showNotice(text) {
+    ui.noticeText.textContent = text;
+    ui.notice.hidden = false;
   }
 
   function describeError(frame) {
@@ -264,6 +273,7 @@
     state.roster.clear();
     state.presence.clear();
     state.declined.clear();
+    state.asked.clear();
     state.requests.clear();
     state.outbox.clear();
     for (const chat of state.chats.values()) {
@@ -291,6 +301,7 @@
     ui.appView.hidden = true;
     ui.loginView.hidden = false;
     ui.errorBanner.hidden = true;
+    ui.notice.hidden = true;
     ui.loginMessage.textContent = '';
     setConnState('closed', '');
     updateTitle();
@@ -332,7 +343,10 @@
       const address = str(item.address);
       if (!address) continue;
       const subscription = SUBSCRIPTIONS.has(item.subscription) ? item.subscription : 'none';
-      next.set(address, { subscription, pending: item.pending === true });
+      const pending = item.pending === true;
+      next.set(address, { subscription, pending });
+      if (pending) state.asked.add(address);
+      else if (subscription === 'to' || subscription === 'both') state.asked.delete(address);
     }
     state.roster = next;
     renderContacts();
@@ -419,6 +433,7 @@
     item.pending = false;
     state.roster.set(from, item);
     state.declined.delete(from);
+    state.asked.delete(from);
     renderContacts();
     send({ type: 'roster' });
   }
@@ -427,10 +442,13 @@
     const from = str(frame.from);
     if (!from) return;
     const item = state.roster.get(from);
+    if (state.asked.delete(from)) {
+      showNotice(displayName(from) + ' declined your contact request.');
+      if (item) state.declined.add(from);
+    } else if (item && (item.subscription === 'to' || item.subscription === 'both')) {
+      showNotice(displayName(from) + ' no longer shares presence with you.');
+    }
     if (item) {
-      if (item.pending && (item.subscription === 'none' || item.subscription === 'from')) {
-        state.declined.add(from);
-      }
       if (item.subscription === 'both') item.subscription = 'from';
       else if (item.subscription === 'to') item.subscription = 'none';
       item.pending = false;
@@ -539,7 +557,10 @@
     }
     if (!send({ type: 'subscribe', to: address })) return;
     const item = state.roster.get(address) || { subscription: 'none', pending: false };
-    if (item.subscription === 'none' || item.subscription === 'from') item.pending = true;
+    if (item.subscription === 'none' || item.subscription === 'from') {
+      item.pending = true;
+      state.asked.add(address);
+    }
     state.roster.set(address, item);
     state.declined.delete(address);
     renderContacts();
@@ -551,6 +572,7 @@
     state.roster.delete(address);
     state.presence.delete(address);
     state.declined.delete(address);
+    state.asked.delete(address);
     renderContacts();
     const chat = state.chats.get(address);
     if (chat) renderChatHead(chat);
@@ -884,6 +906,9 @@
   ui.signOut.addEventListener('click', signOut);
   ui.errorBannerClose.addEventListener('click', () => {
     ui.errorBanner.hidden = true;
+  });
+  ui.noticeClose.addEventListener('click', () => {
+    ui.notice.hidden = true;
   });
   ui.presenceForm.addEventListener('submit', (ev) => {
     ev.preventDefault();

@@ -9,7 +9,7 @@
 //   E2E_TIMEOUT   milliseconds each waiting check may take (default: 15000)
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync, createWriteStream } from 'node:fs';
+import { appendFileSync, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync, createWriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -27,6 +27,7 @@ const DOMAIN = 'localhost';
 const CSP = "default-src 'self'";
 
 const ALICE = { user: 'alice', password: 'correct horse alice', address: `alice@${DOMAIN}` };
+const CAROL = { user: 'carol', password: 'carol password 3', address: `carol@${DOMAIN}` };
 const BOB = { user: 'bob', password: 'battery staple bob', address: `bob@${DOMAIN}` };
 
 // ---------- tiny runner ----------
@@ -139,6 +140,62 @@ async function sendChat(page, address, text) {
   await input.press('Enter');
 }
 
+// ---------- protocol v1, as the client sees it ----------
+
+const ERROR_CODES = new Set([
+  'not_authorized', 'bad_request', 'item_not_found', 'recipient_unavailable', 'remote_server_not_found',
+  'remote_server_timeout', 'policy_violation', 'rate_limited', 'too_large', 'internal',
+]);
+const isStr = (v) => typeof v === 'string';
+const optStr = (v) => v === undefined || typeof v === 'string';
+
+// Returns what is wrong with one server-to-client frame, or null when it follows the spec.
+function checkServerFrame(payload) {
+  if (typeof payload !== 'string') return 'binary frame';
+  let f;
+  try {
+    f = JSON.parse(payload);
+  } catch (e) {
+    return 'not JSON';
+  }
+  if (f === null || typeof f !== 'object' || Array.isArray(f)) return 'not a JSON object';
+  switch (f.type) {
+    case 'welcome':
+      return isStr(f.address) ? null : 'address missing';
+    case 'ack':
+      return isStr(f.id) ? null : 'id missing';
+    case 'error':
+      if (!ERROR_CODES.has(f.code)) return `unknown error code ${JSON.stringify(f.code)}`;
+      return optStr(f.id) && optStr(f.text) ? null : 'id/text not strings';
+    case 'message':
+      if (!isStr(f.from) || !isStr(f.body)) return 'from/body missing';
+      if (!isStr(f.ts) || Number.isNaN(Date.parse(f.ts))) return 'ts missing or not a timestamp';
+      if (typeof f.offline !== 'boolean') return 'offline not a boolean';
+      return optStr(f.id) ? null : 'id not a string';
+    case 'presence':
+      if (!isStr(f.from)) return 'from missing';
+      if (!['available', 'away', 'dnd', 'offline'].includes(f.show)) return `bad show ${JSON.stringify(f.show)}`;
+      return optStr(f.status) ? null : 'status not a string';
+    case 'subscription_request':
+    case 'subscribed':
+    case 'unsubscribed':
+      return isStr(f.from) ? null : 'from missing';
+    case 'typing':
+      if (!isStr(f.from)) return 'from missing';
+      return ['composing', 'paused', 'active'].includes(f.state) ? null : `bad state ${JSON.stringify(f.state)}`;
+    case 'roster':
+      if (!Array.isArray(f.items)) return 'items not an array';
+      for (const it of f.items) {
+        if (!it || !isStr(it.address)) return 'item without address';
+        if (!['none', 'to', 'from', 'both'].includes(it.subscription)) return `bad subscription ${JSON.stringify(it.subscription)}`;
+        if (typeof it.pending !== 'boolean') return 'pending not a boolean';
+      }
+      return null;
+    default:
+      return `unknown frame type ${JSON.stringify(f.type)}`;
+  }
+}
+
 // ---------- server ----------
 
 function startServer(dataDir, http = '127.0.0.1:0') {
@@ -162,7 +219,7 @@ function startServer(dataDir, http = '127.0.0.1:0') {
   const env = { ...process.env };
   delete env.ENTENTE_CONFIG;
   const child = spawn(ENTENTE_BIN, ['serve', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'], env });
-  const log = createWriteStream(path.join(RESULTS, 'server.log'));
+  const log = createWriteStream(path.join(RESULTS, 'server.log'), { flags: 'a' });
   child.stderr.pipe(log);
   const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
   const listening = new Promise((resolve, reject) => {
@@ -185,12 +242,15 @@ function startServer(dataDir, http = '127.0.0.1:0') {
 
 async function main() {
   mkdirSync(RESULTS, { recursive: true });
+  writeFileSync(path.join(RESULTS, 'server.log'), '');
+  writeFileSync(path.join(RESULTS, 'frames.log'), '');
   const dataDir = mkdtempSync(path.join(tmpdir(), 'entente-e2e-'));
   let server = null;
   let browser = null;
   let base = null;
   const pages = {};
   const problems = []; // page errors and CSP violations, checked at the end
+  const offSpec = []; // server frames that break protocol v1, checked at the end
   let alicePage;
   let bobPage;
   let aliceCtx;
@@ -201,8 +261,21 @@ async function main() {
     page.on('pageerror', (err) => problems.push(`${label}: uncaught ${err.message}`));
     page.on('console', (msg) => {
       if (msg.type() !== 'error') return;
-      if ((msg.location().url || '').endsWith('/favicon.ico')) return;
+      const url = msg.location().url || '';
+      if (url.endsWith('/favicon.ico')) return;
+      // The refused duplicate registration is part of the scenario; Chromium logs its 409.
+      if (url.endsWith('/api/v1/register') && msg.text().includes('409')) return;
       problems.push(`${label}: console error ${msg.text()}`);
+    });
+    page.on('websocket', (ws) => {
+      ws.on('framesent', (f) => {
+        appendFileSync(path.join(RESULTS, 'frames.log'), `${label} > ${f.payload}\n`);
+      });
+      ws.on('framereceived', (f) => {
+        appendFileSync(path.join(RESULTS, 'frames.log'), `${label} < ${f.payload}\n`);
+        const bad = checkServerFrame(f.payload);
+        if (bad) offSpec.push(`${label} received ${f.payload}: ${bad}`);
+      });
     });
     pages[label] = page;
     await page.goto(base + '/');
@@ -367,6 +440,7 @@ async function main() {
       await input.click();
       const typing = input.pressSequentially('I am typing a longer thought', { delay: 120 });
       await expectText(indicator, 'alice is typing…', "bob's typing indicator");
+      await bobPage.screenshot({ path: path.join(RESULTS, 'bob-sees-typing.png') });
       await typing;
       await expectAttr(indicator, 'data-state', 'paused', "bob's typing indicator after alice stops");
       await expectText(indicator, '', "bob's typing indicator after alice stops");
@@ -397,6 +471,7 @@ async function main() {
       await expectText(c.locator('[data-testid="contact-show"]'), 'Away', 'alice shown as');
       await expectText(c.locator('[data-testid="contact-status"]'), awayText, "alice's status at bob");
       await expectText(pane(bobPage, ALICE.address).locator('[data-testid="chat-presence"]'), `Away — ${awayText}`, 'chat header');
+      await bobPage.screenshot({ path: path.join(RESULTS, 'bob-sees-away.png') });
     });
 
     await step('a message to a user that does not exist is marked failed with the error text', async () => {
@@ -411,6 +486,7 @@ async function main() {
       await expectTextContains(m.locator('[data-testid="chat-message-error"]'), 'Not delivered: ', 'error shown');
       const text = await m.locator('[data-testid="chat-message-error"]').textContent();
       assert(text.length > 'Not delivered: '.length, `error text is empty: ${JSON.stringify(text)}`);
+      await alicePage.screenshot({ path: path.join(RESULTS, 'alice-failed-message.png') });
       await pane(alicePage, nobody).locator('[data-testid="chat-close"]').click();
       await expectCount(tab(alicePage, nobody), 0, 'tabs for nobody');
     });
@@ -502,8 +578,43 @@ async function main() {
       await bobPage.screenshot({ path: path.join(RESULTS, 'bob-final.png') });
     });
 
+    await step('adding a user that does not exist shows the server’s error', async () => {
+      await addContact(alicePage, 'ghost-user');
+      await q(alicePage, 'error-banner').waitFor({ state: 'visible' });
+      await expectTextContains(q(alicePage, 'error-banner-text'), 'item_not_found', "alice's error banner");
+      await q(alicePage, 'error-banner-close').click();
+      await q(alicePage, 'error-banner').waitFor({ state: 'hidden' });
+    });
+
+    await step('carol asks bob, bob denies, and carol sees the request declined', async () => {
+      const carolCtx = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+      carolCtx.setDefaultTimeout(TIMEOUT);
+      await enforceCsp(carolCtx);
+      const carolPage = await newPage(carolCtx, 'carol');
+      await fillLogin(carolPage, CAROL);
+      await q(carolPage, 'register-submit').click();
+      await expectSignedIn(carolPage, CAROL);
+      await addContact(carolPage, 'bob');
+      await request(bobPage, CAROL.address).locator('[data-testid="request-deny"]').click();
+      await expectCount(request(bobPage, CAROL.address), 0, 'requests from carol on bob’s page');
+      await expectCount(q(bobPage, 'requests-panel').locator(':scope:visible'), 0, "bob's visible requests panel");
+      await expectText(q(carolPage, 'notice-text'), 'bob declined your contact request.', "carol's notice");
+      await eventually("bob's presence to stay hidden from carol", async () => {
+        const c = contact(carolPage, BOB.address);
+        if ((await c.count()) === 0) return { ok: true };
+        const show = await c.getAttribute('data-show');
+        return { ok: show === 'unknown', got: show };
+      });
+      await carolPage.screenshot({ path: path.join(RESULTS, 'carol.png') });
+      await carolCtx.close();
+    });
+
     await step('no script errors and no CSP violations in either browser', async () => {
       assert(problems.length === 0, problems.join('\n'));
+    });
+
+    await step('every frame the server sent follows hub client protocol v1', async () => {
+      assert(offSpec.length === 0, offSpec.join('\n'));
     });
   } finally {
     if (broken) {
