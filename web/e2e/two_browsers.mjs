@@ -75,31 +75,32 @@ async function eventually(description, probe, timeout = TIMEOUT) {
   }
 }
 
-async function expectText(locator, expected, description) {
-  await eventually(`${description} to read ${JSON.stringify(expected)}`, async () => {
-    const n = await locator.count();
-    if (n !== 1) return { ok: false, got: `${n} matching elements` };
-    const got = await locator.textContent();
-    return { ok: got === expected, got };
+// Reads every match at one instant (no auto-wait), so a re-rendered element cannot stall a probe.
+async function readAll(locator, attr) {
+  return locator.evaluateAll(
+    (els, name) => els.map((e) => (name === null ? e.textContent : e.getAttribute(name))),
+    attr === undefined ? null : attr,
+  );
+}
+
+async function expectOne(locator, attr, test, description) {
+  await eventually(description, async () => {
+    const values = await readAll(locator, attr);
+    if (values.length !== 1) return { ok: false, got: `${values.length} matching elements` };
+    return { ok: test(values[0]), got: values[0] };
   });
+}
+
+async function expectText(locator, expected, description) {
+  await expectOne(locator, undefined, (v) => v === expected, `${description} to read ${JSON.stringify(expected)}`);
 }
 
 async function expectTextContains(locator, expected, description) {
-  await eventually(`${description} to contain ${JSON.stringify(expected)}`, async () => {
-    const n = await locator.count();
-    if (n !== 1) return { ok: false, got: `${n} matching elements` };
-    const got = await locator.textContent();
-    return { ok: got.includes(expected), got };
-  });
+  await expectOne(locator, undefined, (v) => v.includes(expected), `${description} to contain ${JSON.stringify(expected)}`);
 }
 
 async function expectAttr(locator, attr, expected, description) {
-  await eventually(`${description}: ${attr}=${JSON.stringify(expected)}`, async () => {
-    const n = await locator.count();
-    if (n !== 1) return { ok: false, got: `${n} matching elements` };
-    const got = await locator.getAttribute(attr);
-    return { ok: got === expected, got };
-  });
+  await expectOne(locator, attr, (v) => v === expected, `${description}: ${attr}=${JSON.stringify(expected)}`);
 }
 
 async function expectCount(locator, expected, description) {
@@ -570,10 +571,8 @@ async function main() {
       await contact(bobPage, ALICE.address).locator('[data-testid="contact-remove"]').click();
       await expectCount(contact(bobPage, ALICE.address), 0, "alice in bob's list");
       await eventually("bob's presence to be hidden from alice", async () => {
-        const c = contact(alicePage, BOB.address);
-        if ((await c.count()) === 0) return { ok: true };
-        const show = await c.getAttribute('data-show');
-        return { ok: show === 'unknown', got: show };
+        const shows = await readAll(contact(alicePage, BOB.address), 'data-show');
+        return { ok: shows.length === 0 || (shows.length === 1 && shows[0] === 'unknown'), got: shows };
       });
       await bobPage.screenshot({ path: path.join(RESULTS, 'bob-final.png') });
     });
@@ -600,10 +599,8 @@ async function main() {
       await expectCount(q(bobPage, 'requests-panel').locator(':scope:visible'), 0, "bob's visible requests panel");
       await expectText(q(carolPage, 'notice-text'), 'bob declined your contact request.', "carol's notice");
       await eventually("bob's presence to stay hidden from carol", async () => {
-        const c = contact(carolPage, BOB.address);
-        if ((await c.count()) === 0) return { ok: true };
-        const show = await c.getAttribute('data-show');
-        return { ok: show === 'unknown', got: show };
+        const shows = await readAll(contact(carolPage, BOB.address), 'data-show');
+        return { ok: shows.length === 0 || (shows.length === 1 && shows[0] === 'unknown'), got: shows };
       });
       await carolPage.screenshot({ path: path.join(RESULTS, 'carol.png') });
       await carolCtx.close();
