@@ -6,7 +6,9 @@ pub mod http;
 pub mod hub;
 pub mod oscar;
 pub mod router;
+pub mod sip_edge;
 pub mod tls;
+pub mod xmpp_edge;
 
 use config::Config;
 use entente_policy::{FederationMode, LoginThrottle, Policy, PolicyConfig};
@@ -25,7 +27,12 @@ pub struct AppState {
     pub logins: Arc<LoginThrottle>,
     pub metrics: PrometheusHandle,
     pub shutdown: CancellationToken,
+    /// TLS for partner links (XMPP s2s, SIP over TLS).
+    pub tls: Arc<tls::TlsContext>,
 }
+
+/// What listener tasks return.
+pub type Tasks = tokio::task::JoinSet<std::io::Result<()>>;
 
 /// Opens the configured store, creating the data directory if needed.
 pub async fn open_store(config: &Config) -> anyhow_lite::Result<Arc<dyn Store>> {
@@ -66,6 +73,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow_lite::
         .map_err(|e| anyhow_lite::msg(format!("metrics: {e}")))?;
     let store = open_store(&config).await?;
     tls::ensure_certificate(&config)?;
+    let tls = Arc::new(tls::TlsContext::load(&config)?);
     let router = Arc::new(Router::new(
         config.hub.domain.to_lowercase(),
         store,
@@ -83,9 +91,10 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow_lite::
         logins,
         metrics,
         shutdown: shutdown.clone(),
+        tls,
     };
     let listeners = config.listeners();
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks = Tasks::new();
 
     if let Some(addr) = listeners.http {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -119,15 +128,8 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow_lite::
             Ok(())
         });
     }
-    for (name, addr) in [
-        ("xmpp_s2s", listeners.xmpp_s2s),
-        ("sip", listeners.sip),
-        ("sips", listeners.sips),
-    ] {
-        if let Some(addr) = addr {
-            tracing::warn!(listener = name, %addr, "this build does not serve this protocol yet; listener not started");
-        }
-    }
+    xmpp_edge::start(&state, &listeners, &mut tasks).await?;
+    sip_edge::start(&state, &listeners, &mut tasks).await?;
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
