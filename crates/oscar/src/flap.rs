@@ -128,13 +128,14 @@ impl FlapWriter {
     /// Starts numbering at `first_seq` (servers traditionally pick it at random).
     pub fn new(first_seq: u16) -> Self {
         FlapWriter {
-            next_seq: first_seq,
+            next_seq: first_seq & 0x7FFF,
         }
     }
 
     pub fn frame(&mut self, channel: Channel, payload: Bytes) -> Bytes {
         let seq = self.next_seq;
-        self.next_seq = self.next_seq.wrapping_add(1);
+        // Sequence numbers stay positive as signed 16-bit values: 0x7FFF wraps to 0.
+        self.next_seq = self.next_seq.wrapping_add(1) & 0x7FFF;
         Flap {
             channel,
             seq,

@@ -189,6 +189,8 @@ pub struct Session {
 }
 
 const MAX_SENT_IDS: usize = 256;
+/// Largest SNAC body this host sends in one frame (clients allocate by the FLAP length).
+pub const MAX_OUTBOUND_SNAC: usize = 8000;
 const MAX_QUERIES: usize = 32;
 
 impl Session {
@@ -326,9 +328,17 @@ impl Session {
         if self.is_closed() {
             return;
         }
-        let Some(details) = details else {
+        let Some(mut details) = details else {
             return self.snac_error(LOCATE, q.request_id, SnacErrorCode::RecipientNotLoggedIn);
         };
+        let max = self.cfg.max_profile_len as usize;
+        for text in [&mut details.profile, &mut details.away]
+            .into_iter()
+            .flatten()
+        {
+            let clamped = crate::wire::clamp_str(text, max).to_string();
+            *text = clamped;
+        }
         let cached = self.presence.get(&q.who).cloned();
         let away_text = details.away.or_else(|| {
             cached
@@ -353,6 +363,7 @@ impl Session {
         }
         if q.want_away {
             if let Some(a) = away_text {
+                let a = crate::wire::clamp_str(&a, max);
                 fields.away_mime = Some(MIME.into());
                 fields.away = Some(text_to_html(&a).into());
             }
@@ -397,7 +408,11 @@ impl Session {
                 let sender = self.sender_info(&from, &name);
                 let msg = icbm::ChannelMsgToClient::text(cookie, sender, &text_to_html(&m.body));
                 let rid = self.server_rid();
-                self.send(&msg.to_snac(rid));
+                let snac = msg.to_snac(rid);
+                if snac.body.len() > MAX_OUTBOUND_SNAC {
+                    return Delivery::Refused(ErrorCode::TooLarge);
+                }
+                self.send(&snac);
                 if self.cfg.delivery_receipts {
                     self.emit(Event::Receipt(Receipt {
                         from: me,
@@ -912,13 +927,36 @@ impl Session {
         Ok(())
     }
 
+    /// Sends the feedbag as 13,06, split over several SNACs (flag 0x0001 on all but the last)
+    /// so that no frame exceeds [`MAX_OUTBOUND_SNAC`].
     fn send_feedbag(&mut self, rid: u32) {
-        let reply = feedbag::Reply {
-            version: 0,
-            items: self.feedbag().to_vec(),
-            last_modified: self.feedbag_modified,
-        };
-        self.send(&reply.to_snac(rid));
+        let items = self.feedbag().to_vec();
+        let mut parts: Vec<Vec<FeedbagItem>> = vec![Vec::new()];
+        let mut size = 0;
+        for item in items {
+            let len = 10 + item.name.len() + item.attrs.encoded_len();
+            if size + len > MAX_OUTBOUND_SNAC - 32 && parts.last().is_some_and(|p| !p.is_empty()) {
+                parts.push(Vec::new());
+                size = 0;
+            }
+            size += len;
+            if let Some(p) = parts.last_mut() {
+                p.push(item);
+            }
+        }
+        let n = parts.len();
+        for (i, items) in parts.into_iter().enumerate() {
+            let reply = feedbag::Reply {
+                version: 0,
+                items,
+                last_modified: self.feedbag_modified,
+            };
+            let mut snac = reply.to_snac(rid);
+            if i + 1 < n {
+                snac.header.flags |= crate::snac::FLAG_MORE_REPLIES;
+            }
+            self.send(&snac);
+        }
     }
 
     fn edit_feedbag(&mut self, op: FeedbagOp, items: Vec<FeedbagItem>, rid: u32, now: Instant) {

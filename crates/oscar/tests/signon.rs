@@ -1094,3 +1094,145 @@ fn events_before_client_ready_are_held() {
     let m = snac_of(&s.poll_transmit().unwrap());
     assert_eq!(m.kind(), (4, 7));
 }
+
+/// The ICQ variant of the same client: numeric name, PD mode 4, an extra 01,1E with
+/// TLV 0x06 = 0x10020000, and an IM whose capability part is the single byte 0x01.
+#[test]
+fn icq_variant_signs_on_and_messages() {
+    let mut bos = signed_on_alice(cookie());
+    let me = addr("alicesmith@hub.example");
+    bos.snac(&oservice::SetUserInfoFields {
+        tlvs: TlvList::new().with(Tlv::u32(0x06, 0x1002_0000)),
+    });
+    assert!(bos.events().is_empty(), "still plainly available");
+    bos.snac(&feedbag::UpdateItems {
+        items: vec![item(
+            "",
+            0,
+            0x1234,
+            feedbag::class::PD_INFO,
+            TlvList::new().with(Tlv::u8(feedbag::attr::PD_MODE, 4)),
+        )],
+    });
+    let out = bos.out();
+    assert_eq!(out[0].body_as::<feedbag::Status>().unwrap().codes, vec![0]);
+    assert!(matches!(
+        &bos.events()[..],
+        [SessionOutput::Request(SessionRequest::StoreFeedbag {
+            op: entente_oscar::FeedbagOp::Update,
+            ..
+        })]
+    ));
+    let mut data = BytesMut::new();
+    data.put_u32(0x0000_0000);
+    data.put_slice(b"hello 42");
+    let msg = icbm::ImMessage {
+        fragments: vec![
+            icbm::Fragment {
+                id: 5,
+                version: 1,
+                data: Bytes::from_static(&[1]),
+            },
+            icbm::Fragment {
+                id: 1,
+                version: 1,
+                data: data.freeze(),
+            },
+        ],
+    };
+    bos.snac(&icbm::ChannelMsgToHost {
+        cookie: [4; 8],
+        channel: 1,
+        screen_name: "123456789".into(),
+        tlvs: TlvList::new().with(Tlv::new(2, msg.encode())),
+    });
+    let ev = bos.events();
+    assert_eq!(
+        ev,
+        vec![SessionOutput::Event(Event::Message(Message {
+            id: "0404040404040404".into(),
+            from: me.clone(),
+            to: addr("123456789@hub.example"),
+            body: "hello 42".into(),
+            thread: None,
+            ts: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+        }))]
+    );
+    // Going away through 01,1E status bits.
+    bos.snac(&oservice::SetUserInfoFields {
+        tlvs: TlvList::new().with(Tlv::u32(0x06, 0x1002_0002)),
+    });
+    assert_eq!(
+        bos.events(),
+        vec![SessionOutput::Event(Event::Presence(Presence {
+            from: me,
+            to: None,
+            kind: PresenceKind::Available {
+                show: Show::Dnd,
+                status: None
+            }
+        }))]
+    );
+}
+
+#[test]
+fn a_large_feedbag_is_split_over_several_replies() {
+    let mut bos = signed_on_alice(cookie());
+    let many: Vec<FeedbagItem> = (0..400u16)
+        .map(|i| {
+            item(
+                &format!("buddy{i}"),
+                9,
+                100 + i,
+                feedbag::class::BUDDY,
+                TlvList::new().with(Tlv::new(feedbag::attr::ALIAS, vec![b'x'; 40])),
+            )
+        })
+        .collect();
+    for chunk in many.chunks(100) {
+        bos.snac(&feedbag::InsertItems {
+            items: chunk.to_vec(),
+        });
+    }
+    bos.out();
+    bos.events();
+    let rid = bos.snac(&feedbag::Query);
+    let out = bos.out();
+    assert!(out.len() > 1);
+    let mut total = 0;
+    for (i, s) in out.iter().enumerate() {
+        assert_eq!(s.header.request_id, rid);
+        assert!(s.body.len() <= entente_oscar::session::MAX_OUTBOUND_SNAC);
+        let more = s.header.flags & 1 != 0;
+        assert_eq!(more, i + 1 < out.len(), "flag 0x0001 on all but the last");
+        total += s.body_as::<feedbag::Reply>().unwrap().items.len();
+    }
+    assert_eq!(total, bos.s.feedbag().len());
+}
+
+#[test]
+fn oversized_deliveries_are_refused() {
+    let mut bos = signed_on_alice(cookie());
+    let d = bos.s.handle_event(
+        Event::Message(Message {
+            id: "big".into(),
+            from: addr("bob@hub.example"),
+            to: addr("alicesmith@hub.example"),
+            body: "\"".repeat(4000),
+            thread: None,
+            ts: OffsetDateTime::UNIX_EPOCH,
+        }),
+        bos.now,
+    );
+    assert_eq!(d, Delivery::Refused(ErrorCode::TooLarge));
+    assert!(bos.out().is_empty());
+}
+
+#[test]
+fn host_sequence_numbers_count_up_and_wrap_below_0x8000() {
+    let mut w = entente_oscar::FlapWriter::new(0x7FFE);
+    let seqs: Vec<u16> = (0..3)
+        .map(|_| common::frame(&w.frame(Channel::KeepAlive, Bytes::new())).seq)
+        .collect();
+    assert_eq!(seqs, vec![0x7FFE, 0x7FFF, 0]);
+}
