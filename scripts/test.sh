@@ -8,8 +8,17 @@ root=$PWD
 log() { printf '\n==> %s\n' "$*"; }
 
 # ---- system packages -------------------------------------------------------------------
+# Real peers for the interop tests: Chromium (browser client), Prosody and slixmpp (XMPP),
+# sipp and baresip (SIP), openssl for test certificates.
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v prosody >/dev/null 2>&1 || need+=(prosody)
+# Prosody resolves through libunbound, which the tests point at loopback only.
+dpkg -s lua-unbound >/dev/null 2>&1 || need+=(lua-unbound)
+/usr/bin/python3 -c 'import slixmpp' >/dev/null 2>&1 || need+=(python3-slixmpp)
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if ((${#need[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages: ${need[*]}; run this script as root so it can install them" >&2
