@@ -436,3 +436,41 @@ fn initiator_refuses_a_peer_without_starttls() {
         "{outputs:?}"
     );
 }
+
+#[test]
+fn a_flood_of_dialback_requests_is_a_policy_violation() {
+    let mut p = Peer::secured(&[]);
+    let mut flood = String::new();
+    for i in 0..100 {
+        flood.push_str(&format!(
+            "<db:result from='d{i}.corp-a.test' to='hub.test'>abcdef</db:result>"
+        ));
+    }
+    p.send(flood.as_bytes());
+    let asked = p
+        .outputs
+        .iter()
+        .filter(|o| matches!(o, Output::VerifyDialback(_)))
+        .count();
+    assert_eq!(asked, 64);
+    assert!(
+        p.closed_with(StreamCondition::PolicyViolation),
+        "{}",
+        p.wire()
+    );
+}
+
+#[test]
+fn certified_domain_is_authorised_by_dialback_without_a_callback() {
+    let mut p = Peer::secured(&[B]);
+    p.send(format!("<db:result from='{B}' to='{A}'>anykey</db:result>").as_bytes());
+    assert!(p
+        .wire()
+        .ends_with("<db:result from='hub.test' to='corp-a.test' type='valid'/>"));
+    assert!(!p
+        .outputs
+        .iter()
+        .any(|o| matches!(o, Output::VerifyDialback(_))));
+    p.send(b"<message from='juliet@corp-a.test/r' to='alice@hub.test'><body>hi</body></message>");
+    assert_eq!(p.events().len(), 1);
+}

@@ -319,6 +319,10 @@ impl Open {
             core.write(&answer(&pair, DialbackType::Valid));
             return State::Open(self);
         }
+        if self.pairs.len() + self.verifying.len() >= core.cfg.max_pairs_per_stream {
+            core.fail(StreamCondition::PolicyViolation);
+            return State::Closed;
+        }
         if self.security.certifies(&pair.remote) {
             // The certificate already proves the domain (XEP-0344 §2.3): no callback needed.
             core.write(&answer(&pair, DialbackType::Valid));

@@ -47,13 +47,21 @@ pub struct Config {
     pub negotiation_timeout: Duration,
     /// Most events queued for one domain pair while it is being authorised (default 1000).
     pub max_queued_per_pair: usize,
+    /// Most domain pairs one stream may authorise or have under verification (default 64); a
+    /// peer asking for more is closed with `policy-violation`.
+    pub max_pairs_per_stream: usize,
     /// Wall clock stamped on received messages.
     pub wall_clock: fn() -> OffsetDateTime,
 }
 
 impl Config {
-    /// A configuration with the documented defaults.
+    /// A configuration with the documented defaults. Served domain names are normalised
+    /// (lower case, no trailing dot); names that are not valid domains are dropped.
     pub fn new(served: BTreeMap<String, DomainKind>, dialback_secret: Vec<u8>) -> Config {
+        let served = served
+            .into_iter()
+            .filter_map(|(d, k)| Some((crate::dialback::parse_domain(d.trim_end_matches('.'))?, k)))
+            .collect();
         Config {
             served,
             dialback_secret,
@@ -65,6 +73,7 @@ impl Config {
             stanza_timeout: Duration::from_secs(60),
             negotiation_timeout: Duration::from_secs(60),
             max_queued_per_pair: 1000,
+            max_pairs_per_stream: 64,
             wall_clock: OffsetDateTime::now_utc,
         }
     }

@@ -620,6 +620,16 @@ impl Outbound {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         let ready = matches!(self.state, State::Open(_));
+        if matches!(self.state, State::TlsPending(_)) {
+            // Mid-handshake no stream error can be written: just give up.
+            self.core.now = now;
+            if now >= self.core.started + self.core.cfg.negotiation_timeout {
+                self.core
+                    .finish(CloseReason::Sent(StreamCondition::ConnectionTimeout), false);
+            }
+            self.after_close();
+            return;
+        }
         if self.core.on_timeout(now, ready) {
             let deadline = self.core.cfg.negotiation_timeout;
             let expired: Vec<DomainPair> = self
