@@ -507,7 +507,11 @@
       li.querySelector('[data-testid="contact-status"]').textContent = p ? p.status : '';
       li.querySelector('[data-testid="contact-note"]').textContent = contactNote(address);
       const open = li.querySelector('[data-testid="contact-open"]');
-      open.setAttribute('aria-label', 'Chat with ' + address + (p ? ', ' + SHOW_LABELS[p.show] : ''));
+      let label = 'Chat with ' + address;
+      if (p) label += ', ' + SHOW_LABELS[p.show] + (p.status ? ': ' + p.status : '');
+      const note = contactNote(address);
+      if (note) label += ', ' + note;
+      open.setAttribute('aria-label', label);
       open.addEventListener('click', () => activateChat(address, true));
       const remove = li.querySelector('[data-testid="contact-remove"]');
       remove.setAttribute('aria-label', 'Remove ' + address);
