@@ -921,7 +921,7 @@ impl Endpoint {
             }
             let extra = vec![
                 ("Expires", granted.to_string()),
-                ("Contact", self.contact()),
+                ("Contact", self.contact(n.dialog.transport)),
             ];
             self.respond(key, msg, 200, Some(&n.dialog.local_tag.clone()), extra, now);
             if granted == 0 {
@@ -981,7 +981,7 @@ impl Endpoint {
         };
         let extra = vec![
             ("Expires", granted.to_string()),
-            ("Contact", self.contact()),
+            ("Contact", self.contact(transport)),
         ];
         self.respond(key, msg, 200, Some(&local_tag), extra, now);
         if granted == 0 {
@@ -1595,7 +1595,10 @@ impl Endpoint {
     }
 
     fn send_subscribe(&mut self, key: &DialogKey, expires: u32, refresh: bool, now: Instant) {
-        let contact = self.contact();
+        let Some(transport) = self.subscribers.get(key).map(|s| s.dialog.transport) else {
+            return;
+        };
+        let contact = self.contact(transport);
         let Some(s) = self.subscribers.get_mut(key) else {
             return;
         };
@@ -1672,7 +1675,9 @@ impl Endpoint {
         };
         let ok = req.push("Event", "presence").is_ok()
             && req.push("Subscription-State", state.to_value()).is_ok()
-            && req.push("Contact", self.contact()).is_ok();
+            && req
+                .push("Contact", self.contact(n.dialog.transport))
+                .is_ok();
         if !ok {
             return;
         }
@@ -1754,8 +1759,15 @@ impl Endpoint {
         }
     }
 
-    fn contact(&self) -> String {
-        format!("<sip:{}>", self.local_hostport())
+    /// Our Contact; it names the transport so that requests inside a dialog made over TCP or
+    /// TLS come back over the same transport.
+    fn contact(&self, transport: Transport) -> String {
+        let param = match transport {
+            Transport::Udp => "",
+            Transport::Tcp => ";transport=tcp",
+            Transport::Tls => ";transport=tls",
+        };
+        format!("<sip:{}{param}>", self.local_hostport())
     }
 
     fn via(&mut self, transport: Transport) -> String {
