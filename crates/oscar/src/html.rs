@@ -11,10 +11,9 @@ pub fn html_to_text(html: &str) -> String {
             '<' => {
                 if let Some((tag, after)) = take_tag(rest) {
                     let name = tag_name(tag);
-                    if name == "br" || name == "p" || name == "/p" {
-                        if !(name == "p" && out.is_empty()) {
-                            out.push('\n');
-                        }
+                    let breaks = name == "br" || name == "/p" || (name == "p" && !out.is_empty());
+                    if breaks {
+                        out.push('\n');
                     }
                     rest = after;
                 } else {

@@ -51,6 +51,40 @@
 //! to redeem it ([`SessionRequest::RedeemCookie`]). Failures carry code 1 (unknown name),
 //! 5 (wrong password) or 0x18 (too many attempts, on one connection or as the driver reports).
 //!
+//! # What the BOS machine answers itself, and what it translates
+//! Answered from the machine's own state: 01,03/17/18/06/07/0E/0F, 02,02/03, 03,02/03, 04,04/05,
+//! 04,10 (→ 04,17), 09,02/03, 13,02/03/04/05/06/0F, 13,08/09/0A (→ 13,0E, applied to the feedbag the
+//! driver loaded with the cookie, then [`SessionRequest::StoreFeedbag`]). 01,04 (other services)
+//! gets an error. SNACs are counted against their rate class: past the alert level the client gets
+//! 01,0A warnings, past the limit its SNACs are dropped, past the disconnect level it is signed off.
+//!
+//! | client sends | becomes |
+//! |---|---|
+//! | 01,02 client ready | [`SessionOutput::SignedOn`] and a presence broadcast |
+//! | 01,1E status, 02,04 away message | presence broadcast (when it changed) |
+//! | 02,04 profile | [`SessionRequest::StoreProfile`] |
+//! | 02,05 / 02,15 user info | [`SessionRequest::UserInfo`] → 02,06 or 02,01 |
+//! | 04,06 channel 1 | `Message` (id = hex cookie, body = HTML reduced to text); 04,0C if TLV 0x03 |
+//! | 04,14 | `Typing` (begun → composing, typed → paused, finished → active) |
+//! | 13,08 / 13,0A of a buddy item | `Subscription` subscribe / unsubscribe |
+//! | 13,07 activate, 03,04 | a presence probe per buddy |
+//! | 13,18 / 13,1A | `Subscription` subscribe / subscribed or unsubscribed |
+//! | channel 4, timeout, error | unavailable presence broadcast, then `Closed` |
+//!
+//! | delivered event | client receives |
+//! |---|---|
+//! | `Message` | 04,07 with the text HTML-escaped (a `Receipt` goes back when configured) |
+//! | `Typing` | 04,14 |
+//! | `Presence` available / unavailable | 03,0B (away flag, status) / 03,0C |
+//! | `Presence` probe | this user's presence, directed back |
+//! | `Subscription` subscribe / subscribed / unsubscribed | 13,19 / 13,1B accepted / 13,1B denied |
+//! | `Failure` | 04,01 answering the request of the failed message |
+//! | `Receipt` | nothing: OSCAR has no per-message receipts beyond the host ack |
+//!
+//! The permit/deny items of the feedbag (classes 2, 3 and the PD mode in class 4) are enforced
+//! here: events from a blocked sender are refused or dropped. Idle time (01,11) appears in the
+//! user's own info only; canonical presence has no idle.
+//!
 //! # Addresses
 //! A plain screen name is a hub user (`name@HUB`, case-folded, spaces removed); an email-style
 //! screen name such as `alice@corp-a.example` is that federated address ([`names`]).

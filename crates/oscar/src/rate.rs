@@ -5,6 +5,9 @@ use std::time::Instant;
 
 use crate::family::oservice::{rate_code, RateChange, RateClassParams};
 
+/// A class id and its `(family, subtype)` members, as 01,07 lists them.
+pub type ClassMembers = (u16, Vec<(u16, u16)>);
+
 /// One rate class: its parameters (levels in milliseconds of average gap) and its members.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateClass {
@@ -146,7 +149,7 @@ impl RateLimiter {
     }
 
     /// The parameters announced in 01,07, with the members of each class.
-    pub fn announce(&self) -> (Vec<RateClassParams>, Vec<(u16, Vec<(u16, u16)>)>) {
+    pub fn announce(&self) -> (Vec<RateClassParams>, Vec<ClassMembers>) {
         let params = self.classes.iter().map(|c| params_of(c, 0)).collect();
         let members = self
             .classes

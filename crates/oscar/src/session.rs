@@ -365,7 +365,7 @@ impl Session {
             if let Some(a) = away_text {
                 let a = crate::wire::clamp_str(&a, max);
                 fields.away_mime = Some(MIME.into());
-                fields.away = Some(text_to_html(&a).into());
+                fields.away = Some(text_to_html(a).into());
             }
         }
         self.send(&locate::UserInfoReply { info, fields }.to_snac(q.request_id));
