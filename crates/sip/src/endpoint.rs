@@ -836,7 +836,9 @@ impl Endpoint {
                 if text.contains('\0') {
                     return Err(Refuse(400, Some("body contains NUL".into())));
                 }
-                let id = call_id(msg)?.to_string();
+                // Some agents send every MESSAGE of a conversation in one Call-ID, so the
+                // CSeq number is part of the id.
+                let id = format!("{}/{}", call_id(msg)?, cseq(msg)?.0);
                 self.events.push_back(Event::Message(Message {
                     id: id.clone(),
                     from,
@@ -1745,7 +1747,7 @@ impl Endpoint {
             },
             None => d.remote_target.clone(),
         };
-        uri_destination(&target).unwrap_or(Destination::Resolve {
+        uri_destination(&target, d.transport).unwrap_or(Destination::Resolve {
             host: d.remote.domain().to_string(),
             port: None,
             transport: d.transport,
@@ -1956,8 +1958,9 @@ fn contact_uri(msg: &SipMessage) -> Option<String> {
     NameAddr::parse(v).ok().map(|n| n.uri)
 }
 
-/// Host, port and transport of a SIP URI, for sending to it.
-fn uri_destination(uri: &str) -> Option<Destination> {
+/// Host, port and transport of a SIP URI, for sending to it. Without a `transport`
+/// parameter (and for a `sip:` URI) the dialog's own transport is kept.
+fn uri_destination(uri: &str, default: Transport) -> Option<Destination> {
     let lower = uri.to_ascii_lowercase();
     let (secure, rest) = if lower.starts_with("sips:") {
         (true, uri.get(5..)?)
@@ -1984,8 +1987,10 @@ fn uri_destination(uri: &str) -> Option<Destination> {
         Transport::Tls
     } else if params.contains("transport=tcp") {
         Transport::Tcp
-    } else {
+    } else if params.contains("transport=udp") {
         Transport::Udp
+    } else {
+        default
     };
     Some(Destination::Resolve {
         host,
@@ -1999,9 +2004,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_new_subscription_uses_the_partner_transport() {
+        let t0 = Instant::now();
+        let config = Config {
+            partner_transports: HashMap::from([("corp-b.test".to_string(), Transport::Tls)]),
+            ..Config::default()
+        };
+        let mut ep = Endpoint::new(config, t0, OffsetDateTime::UNIX_EPOCH);
+        let bob = Address::parse("bob@hub.test").unwrap();
+        let carol = Address::parse("carol@corp-b.test").unwrap();
+        ep.send(
+            Event::Subscription(Subscription {
+                from: bob,
+                to: carol,
+                kind: SubscriptionKind::Subscribe,
+            }),
+            t0,
+        )
+        .unwrap();
+        let t = ep.poll_transmit().unwrap();
+        assert_eq!(
+            t.destination,
+            Destination::Resolve {
+                host: "corp-b.test".into(),
+                port: None,
+                transport: Transport::Tls
+            }
+        );
+        assert!(String::from_utf8_lossy(&t.payload).contains("SIP/2.0/TLS "));
+        // Reliable transport: no retransmission timer, only timer F.
+        assert_eq!(ep.poll_timeout(), Some(t0 + Duration::from_secs(32)));
+    }
+
+    #[test]
     fn uri_destinations() {
         assert_eq!(
-            uri_destination("sip:carol@127.0.0.1:5072;transport=TCP"),
+            uri_destination("sip:carol@127.0.0.1:5072;transport=TCP", Transport::Udp),
             Some(Destination::Resolve {
                 host: "127.0.0.1".into(),
                 port: Some(5072),
@@ -2009,13 +2047,21 @@ mod tests {
             })
         );
         assert_eq!(
-            uri_destination("sips:[2001:db8::1]"),
+            uri_destination("sips:[2001:db8::1]", Transport::Udp),
             Some(Destination::Resolve {
                 host: "2001:db8::1".into(),
                 port: None,
                 transport: Transport::Tls
             })
         );
-        assert_eq!(uri_destination("tel:+1"), None);
+        assert_eq!(uri_destination("tel:+1", Transport::Udp), None);
+        assert_eq!(
+            uri_destination("sip:corp-b.test", Transport::Tcp),
+            Some(Destination::Resolve {
+                host: "corp-b.test".into(),
+                port: None,
+                transport: Transport::Tcp
+            })
+        );
     }
 }

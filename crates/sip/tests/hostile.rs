@@ -421,3 +421,49 @@ fn floods_hit_the_state_limits_not_the_memory() {
         Err(entente_sip::SendError::Busy)
     );
 }
+
+#[test]
+fn messages_sharing_a_call_id_are_answered_separately() {
+    let t0 = Instant::now();
+    let config = Config {
+        local_domains: vec!["hub.test".into()],
+        ..Config::default()
+    };
+    let mut ep = Endpoint::new(config, t0, OffsetDateTime::UNIX_EPOCH);
+    for n in 1..=2 {
+        let m = format!("MESSAGE sip:bob@hub.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKsame{n}\r\nFrom: <sip:carol@corp-b.test>;tag=1\r\nTo: <sip:bob@hub.test>\r\nCall-ID: shared\r\nCSeq: {n} MESSAGE\r\nContent-Length: 2\r\n\r\nm{n}");
+        ep.handle_datagram("192.0.2.1:5060".parse().unwrap(), m.as_bytes(), t0)
+            .unwrap();
+    }
+    let ids: Vec<String> = std::iter::from_fn(|| ep.poll_event())
+        .map(|e| match e {
+            Event::Message(m) => m.id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1]);
+    ep.send(
+        Event::Failure(entente_model::Failure {
+            from: addr("bob@hub.test"),
+            to: addr("carol@corp-b.test"),
+            id: ids[0].clone(),
+            code: entente_model::ErrorCode::RecipientUnavailable,
+            text: "offline".into(),
+        }),
+        t0,
+    )
+    .unwrap();
+    ep.handle_timeout(t0 + Duration::from_secs(1));
+    let answers: Vec<(u16, String)> = std::iter::from_fn(|| ep.poll_transmit())
+        .map(|t| parser().parse_datagram(&t.payload).unwrap())
+        .map(|m| (m.status().unwrap(), m.header("CSeq").unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        answers,
+        vec![
+            (480, "1 MESSAGE".to_string()),
+            (200, "2 MESSAGE".to_string())
+        ]
+    );
+}
