@@ -347,8 +347,23 @@ impl Router {
                 "broadcast presence is set per session",
             )),
             Event::Subscription(s) if matches!(origin, Origin::Hub) => {
+                let before = self
+                    .store
+                    .roster_item(&s.from, &s.to)
+                    .await
+                    .map_err(internal)?;
                 self.outbound_subscription(&s).await?;
-                self.route(Event::Subscription(s)).await
+                let result = self.route(Event::Subscription(s.clone())).await;
+                if result.is_err() && s.kind == SubscriptionKind::Subscribe {
+                    // A request that went nowhere leaves nothing pending.
+                    let restored = match before {
+                        Some(item) => self.store.put_roster_item(&s.from, &item).await,
+                        None => self.store.remove_roster_item(&s.from, &s.to).await,
+                    };
+                    restored.map_err(internal)?;
+                    self.push(&s.from, Delivery::RosterChanged);
+                }
+                result
             }
             event => self.route(event).await,
         }

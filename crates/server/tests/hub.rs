@@ -155,6 +155,20 @@ async fn deny_and_remove_end_subscriptions() {
         })
         .await;
     assert_eq!(r["items"], json!([]));
+    // A request to nobody is refused and leaves nothing pending.
+    carol
+        .send(json!({"type": "subscribe", "to": "ghost@hub.test", "id": "g1"}))
+        .await;
+    let e = carol
+        .expect("error", |v| v["type"] == "error" && v["id"] == "g1")
+        .await;
+    assert_eq!(e["code"], "item_not_found");
+    carol.send(json!({"type": "roster"})).await;
+    carol
+        .expect("no ghost", |v| {
+            v["type"] == "roster" && v["items"] == json!([])
+        })
+        .await;
     // Approving a request that was never made is an error.
     dave.send(json!({"type": "approve", "to": "carol@hub.test", "id": "x1"}))
         .await;
