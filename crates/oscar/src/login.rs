@@ -48,15 +48,24 @@ impl LoginConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccountRequest {
     /// A strong-hash BUCP login: answer with [`Credential::Md5Password`].
-    Md5Password { screen_name: String },
+    Md5Password {
+        /// As the client typed it.
+        screen_name: String,
+        /// The hub account it names (normalised).
+        account: entente_model::Address,
+    },
     /// A weak-hash BUCP login: checking it needs the password itself. Answer with
     /// [`Credential::Password`] if the store has it; a store that keeps only hashes answers with
     /// [`Credential::Md5Password`] and the client is told to upgrade.
-    Password { screen_name: String },
+    Password {
+        screen_name: String,
+        account: entente_model::Address,
+    },
     /// A roasted channel-1 login: the machine recovered the password; verify it (argon2) and
     /// answer with [`Credential::Verified`] or [`AccountAnswer::WrongPassword`].
     VerifyPassword {
         screen_name: String,
+        account: entente_model::Address,
         password: String,
     },
 }
@@ -274,14 +283,14 @@ impl Login {
             .cloned()
             .unwrap_or_default();
         let password = String::from_utf8_lossy(&bucp::roast(&roasted)).into_owned();
-        if self.account_of(&screen_name).is_none() {
+        let Some(account) = self.account_of(&screen_name) else {
             return self.fail(
                 Method::Roasted,
                 &screen_name,
                 0,
                 LoginErrorCode::UnknownName,
             );
-        }
+        };
         self.state = State::Pending {
             method: Method::Roasted,
             screen_name: screen_name.clone(),
@@ -292,6 +301,7 @@ impl Login {
         self.outputs
             .push_back(LoginOutput::Request(AccountRequest::VerifyPassword {
                 screen_name,
+                account,
                 password,
             }));
     }
@@ -355,16 +365,18 @@ impl Login {
             Some((name, key)) if name == crate::names::normalize_screen_name(&screen_name) => key,
             _ => return self.fail(method, &screen_name, rid, LoginErrorCode::WrongPassword),
         };
-        if self.account_of(&screen_name).is_none() {
+        let Some(account) = self.account_of(&screen_name) else {
             return self.fail(method, &screen_name, rid, LoginErrorCode::UnknownName);
-        }
+        };
         let request = if strong {
             AccountRequest::Md5Password {
                 screen_name: screen_name.clone(),
+                account,
             }
         } else {
             AccountRequest::Password {
                 screen_name: screen_name.clone(),
+                account,
             }
         };
         self.state = State::Pending {

@@ -132,8 +132,8 @@ fn bucp_login(
 
 fn alice_store(req: &AccountRequest) -> AccountAnswer {
     match req {
-        AccountRequest::Md5Password { screen_name }
-            if screen_name.to_lowercase().replace(' ', "") == "alicesmith" =>
+        AccountRequest::Md5Password { account, .. }
+            if account.to_string() == "alicesmith@hub.example" =>
         {
             AccountAnswer::Found {
                 display_name: "Alice Smith".into(),
@@ -190,6 +190,7 @@ fn repeated_failures_get_the_rate_limit_code_and_close() {
         login.answer(
             alice_store(&AccountRequest::Md5Password {
                 screen_name: "alicesmith".into(),
+                account: addr("alicesmith@hub.example"),
             }),
             now,
         );
@@ -219,6 +220,7 @@ fn roasted_channel_one_login() {
         outs,
         vec![LoginOutput::Request(AccountRequest::VerifyPassword {
             screen_name: "Alice Smith".into(),
+            account: addr("alicesmith@hub.example"),
             password: "s3cret".into()
         })]
     );
