@@ -19,7 +19,8 @@
 //! # Driving a machine
 //! Both machines are driven the same way:
 //! 1. `new(config, now, …)` — the server's FLAP hello is already queued.
-//! 2. After every read from the socket: `handle_input(bytes, now)`.
+//! 2. After every read from the socket: `handle_input(bytes, now)`. Reads of bounded size (say
+//!    16 KiB) keep memory bounded: the machine holds at most them plus one partial frame.
 //! 3. Then, until each returns `None`: `poll_transmit()` (write every frame, in order) and
 //!    `poll_event()` (act on each output). Outputs that are requests are answered with the
 //!    machine's `answer_*` method — at once or later, from any task; after answering, drain

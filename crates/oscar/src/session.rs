@@ -372,7 +372,7 @@ impl Session {
     }
 
     /// Delivers a canonical event addressed to this user (or a presence broadcast it receives).
-    pub fn handle_event(&mut self, event: Event, now: Instant) -> Delivery {
+    pub fn handle_event(&mut self, event: Event, _now: Instant) -> Delivery {
         match self.phase {
             Phase::Closed => return Delivery::Refused(ErrorCode::RecipientUnavailable),
             Phase::SignedOn => {}
@@ -500,7 +500,6 @@ impl Session {
                 self.snac_error(ICBM, rid, SnacErrorCode::from(f.code));
             }
         }
-        let _ = now;
         Delivery::Delivered
     }
 
