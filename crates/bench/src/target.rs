@@ -247,6 +247,10 @@ impl SpawnedServer {
         self.pid
     }
 
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
     pub fn config_path(&self) -> &Path {
         &self.config_path
     }

@@ -127,6 +127,9 @@ pub struct WsArgs {
     /// Environment variable for a spawned server, as KEY=VALUE; may be repeated.
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env_pair)]
     pub server_env: Vec<(String, String)>,
+    /// Copy a spawned server's log (its stderr) to this file at the end.
+    #[arg(long, value_name = "FILE")]
+    pub server_log: Option<PathBuf>,
     /// Also write the report as JSON to this file (`-` for stdout instead of the table).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -189,6 +192,9 @@ impl WsArgs {
         }
         if !self.server_env.is_empty() && self.spawn.is_none() {
             bail!("--server-env goes with --spawn");
+        }
+        if self.server_log.is_some() && self.spawn.is_none() {
+            bail!("--server-log goes with --spawn");
         }
         if self.server_pid.is_some() && self.url.is_none() {
             bail!("--server-pid goes with --url");
@@ -670,7 +676,7 @@ pub struct WsReport {
     pub acked: u64,
     pub failed: u64,
     pub delivered: u64,
-    pub lost: u64,
+    pub undelivered: u64,
     pub stale: u64,
     pub disconnects: usize,
     pub first_disconnect: Option<String>,
@@ -747,7 +753,10 @@ impl WsReport {
             .row("acked", Thousands(self.acked))
             .row("failed (error frame)", Thousands(self.failed))
             .row("delivered", Thousands(self.delivered))
-            .row("lost (accepted, not delivered)", Thousands(self.lost))
+            .row(
+                "not received by the end (sent, no error)",
+                Thousands(self.undelivered),
+            )
             .row("stale (earlier runs)", Thousands(self.stale))
             .row("disconnects", self.disconnects);
         if let Some(reason) = &self.first_disconnect {
@@ -828,11 +837,19 @@ pub async fn run(args: WsArgs) -> Result<()> {
     let server_exit = match spawned {
         Some(server) => {
             let tail = server.log_tail();
-            match server.stop().await {
+            let log_copy = args.server_log.clone();
+            let log_source = server.log_path().to_path_buf();
+            let exit = match server.stop().await {
                 Ok(status) if status.success() => Some("0 after SIGTERM".to_string()),
                 Ok(status) => Some(format!("{status} after SIGTERM{tail}")),
                 Err(e) => Some(format!("{e:#}{tail}")),
+            };
+            if let Some(copy) = log_copy {
+                if let Err(e) = std::fs::copy(&log_source, &copy) {
+                    eprintln!("could not copy the server log to {}: {e}", copy.display());
+                }
             }
+            exit
         }
         None => None,
     };
@@ -1138,7 +1155,7 @@ async fn measure(
         acked: total.acked,
         failed: total.failed,
         delivered: total.delivered,
-        lost: total
+        undelivered: total
             .sent
             .saturating_sub(total.failed)
             .saturating_sub(total.delivered),
@@ -1406,7 +1423,7 @@ mod tests {
             acked: 99_990,
             failed: 10,
             delivered: 99_990,
-            lost: 0,
+            undelivered: 0,
             stale: 0,
             disconnects: 0,
             first_disconnect: None,
