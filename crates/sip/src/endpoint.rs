@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use entente_model::{
-    Address, ErrorCode, Event, Failure, Message, Presence, PresenceKind, Subscription,
+    Address, ChatState, ErrorCode, Event, Failure, Message, Presence, PresenceKind, Subscription,
     SubscriptionKind, Typing,
 };
 use time::OffsetDateTime;
@@ -324,6 +324,8 @@ pub struct Endpoint {
     publications: HashMap<String, Publication>,
     out_publications: HashMap<OutKey, OutPublication>,
     last_presence: HashMap<Address, PresenceKind>,
+    /// Remote users shown as composing, and when that lapses (RFC 3994 §4 refresh).
+    composing: HashMap<(Address, Address), Instant>,
 }
 
 impl Endpoint {
@@ -346,6 +348,7 @@ impl Endpoint {
             publications: HashMap::new(),
             out_publications: HashMap::new(),
             last_presence: HashMap::new(),
+            composing: HashMap::new(),
         }
     }
 
@@ -455,7 +458,9 @@ impl Endpoint {
             .flatten();
         let publications = self.publications.values().map(|p| p.expires_at);
         let out_publications = self.out_publications.values().filter_map(|p| p.refresh_at);
+        let composing = self.composing.values().copied();
         clients
+            .chain(composing)
             .chain(out_publications)
             .chain(servers)
             .chain(pending)
@@ -547,6 +552,21 @@ impl Endpoint {
                 let expires = self.config.default_expires;
                 self.send_subscribe(&key, expires, true, now);
             }
+        }
+        // An "active" isComposing that was not refreshed lapses to idle.
+        let lapsed: Vec<(Address, Address)> = self
+            .composing
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (from, to) in lapsed {
+            self.composing.remove(&(from.clone(), to.clone()));
+            self.events.push_back(Event::Typing(Typing {
+                from,
+                to,
+                state: ChatState::Paused,
+            }));
         }
         // Our own publications due for a refresh (SIP-If-Match, no body).
         let due: Vec<OutKey> = self
@@ -744,6 +764,15 @@ impl Endpoint {
                 reply_to,
             },
         );
+        if let Some(code) = self.precheck(&msg) {
+            let mut extra = Vec::new();
+            if code == 420 {
+                let tags = msg.header_values("Require").join(", ");
+                extra.push(("Unsupported", tags));
+            }
+            self.respond(&key, &msg, code, None, extra, now);
+            return;
+        }
         let result = match method {
             Method::Options => {
                 let extra = vec![
@@ -793,6 +822,22 @@ impl Endpoint {
         }
     }
 
+    /// Checks every request gets before its method is looked at (RFC 3261 §8.2.2, §16.3).
+    fn precheck(&self, msg: &SipMessage) -> Option<u16> {
+        let uri = msg.request_uri().unwrap_or("").to_ascii_lowercase();
+        if !(uri.starts_with("sip:") || uri.starts_with("sips:")) {
+            return Some(416);
+        }
+        if msg.header("Max-Forwards").map(str::trim) == Some("0") {
+            return Some(483);
+        }
+        // We support no extensions a request could require of us.
+        if !msg.header_values("Require").is_empty() {
+            return Some(420);
+        }
+        None
+    }
+
     fn is_local_domain(&self, domain: &str) -> bool {
         self.config.local_domains.is_empty()
             || self
@@ -831,6 +876,8 @@ impl Endpoint {
         };
         match ctype.as_str() {
             "text/plain" => {
+                // A message ends the sender's composing indication (RFC 3994 §4).
+                self.composing.remove(&(from.clone(), to.clone()));
                 let text = std::str::from_utf8(&body)
                     .map_err(|_| Refuse(400, Some("body is not UTF-8".into())))?;
                 if text.contains('\0') {
@@ -864,6 +911,16 @@ impl Endpoint {
             iscomposing::CONTENT_TYPE => {
                 let doc = iscomposing::parse(&body, &self.config.xml_limits)
                     .map_err(|e| Refuse(400, Some(e.to_string())))?;
+                let pair = (from.clone(), to.clone());
+                if doc.active {
+                    // RFC 3994 §4: without a refresh within `refresh` seconds (120 by
+                    // default) the sender is idle again.
+                    let secs = doc.refresh.unwrap_or(120).clamp(1, 3600);
+                    self.composing
+                        .insert(pair, now + Duration::from_secs(secs.into()));
+                } else {
+                    self.composing.remove(&pair);
+                }
                 self.events.push_back(Event::Typing(Typing {
                     from,
                     to,

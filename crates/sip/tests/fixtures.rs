@@ -522,6 +522,15 @@ fn iscomposing_and_options() {
     };
     assert_eq!(t.state, ChatState::Composing);
     assert_eq!(gw.out()[0].1.status(), Some(200));
+    // The indication said refresh 60: without a new one it lapses to paused.
+    gw.ep.handle_timeout(gw.t0 + Duration::from_secs(59));
+    assert!(gw.events().is_empty());
+    gw.ep.handle_timeout(gw.t0 + Duration::from_secs(60));
+    let events = gw.events();
+    let [Event::Typing(t)] = &events[..] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(t.state, ChatState::Paused);
 
     gw.feed("options_udp", fixture("options_udp"));
     assert!(gw.events().is_empty());

@@ -467,3 +467,19 @@ fn messages_sharing_a_call_id_are_answered_separately() {
         ]
     );
 }
+
+#[test]
+fn prechecks_answer_before_any_method_logic() {
+    let (status, events, _) = answer(&request("Max-Forwards: 0\r\nContent-Length: 1\r\n", "x"));
+    assert_eq!((status, events.len()), (Some(483), 0));
+    let (status, _, resp) = answer(&request(
+        "Require: 100rel, timer\r\nContent-Length: 1\r\n",
+        "x",
+    ));
+    assert_eq!(status, Some(420));
+    assert_eq!(resp.unwrap().header("Unsupported"), Some("100rel, timer"));
+    let tel = String::from_utf8(request("Content-Length: 0\r\n", ""))
+        .unwrap()
+        .replace("MESSAGE sip:bob@hub.test", "MESSAGE tel:+15551234");
+    assert_eq!(answer(tel.as_bytes()).0, Some(416));
+}
