@@ -276,7 +276,7 @@ impl SpawnedServer {
     }
 
     /// Sends SIGTERM and waits for the drain; kills the process if it takes too long.
-    pub async fn stop(mut self) -> Result<ExitStatus> {
+    pub async fn stop(&mut self) -> Result<ExitStatus> {
         if let Some(status) = self.exited() {
             return Ok(status);
         }

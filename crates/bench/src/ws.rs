@@ -835,7 +835,7 @@ pub async fn run(args: WsArgs) -> Result<()> {
     let pid = spawned.as_ref().map(|s| s.pid()).or(args.server_pid);
     let result = measure(&args, target, pid, &mut spawned).await;
     let server_exit = match spawned {
-        Some(server) => {
+        Some(mut server) => {
             let tail = server.log_tail();
             let log_copy = args.server_log.clone();
             let log_source = server.log_path().to_path_buf();
