@@ -1969,9 +1969,9 @@ impl Endpoint {
     ) -> Option<SipMessage> {
         let mut resp = SipMessage::response(code, reason(code)).ok()?;
         for h in req.headers() {
-            if h.is("Via") || h.is("From") || h.is("Call-ID") || h.is("CSeq") {
-                resp.push_header(h.clone());
-            } else if h.is("Record-Route") && (200..300).contains(&code) {
+            let copied = h.is("Via") || h.is("From") || h.is("Call-ID") || h.is("CSeq");
+            // Record-Route is copied into 2xx only (RFC 3261 §12.1.1).
+            if copied || (h.is("Record-Route") && (200..300).contains(&code)) {
                 resp.push_header(h.clone());
             }
         }

@@ -272,8 +272,7 @@ mod tests {
         let mut tx = ClientTransaction::new(Bytes::from_static(b"req"), false, timers, t0);
         let mut now = t0;
         let mut sent_at = Vec::new();
-        loop {
-            let Some(d) = tx.deadline() else { break };
+        while let Some(d) = tx.deadline() {
             now = d;
             for a in tx.on_timeout(now) {
                 match a {

@@ -194,7 +194,7 @@ pub fn parse(input: &[u8], limits: &XmlLimits) -> Result<Element, XmlError> {
     root.ok_or_else(|| XmlError::Syntax("no root element".into()))
 }
 
-fn close(el: Element, stack: &mut Vec<Element>, root: &mut Option<Element>) {
+fn close(el: Element, stack: &mut [Element], root: &mut Option<Element>) {
     match stack.last_mut() {
         Some(parent) => parent.children.push(el),
         None => *root = Some(el),

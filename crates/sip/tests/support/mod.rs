@@ -192,10 +192,13 @@ impl Net {
     }
 }
 
+/// Start line, headers (lower-cased long names, unfolded values) and body.
+pub type Parsed = (String, Vec<(String, String)>, Vec<u8>);
+
 /// A deliberately simple second parser (RFC 3261 §7 read literally) to cross-check the
 /// production parser on fixtures: start line, unfolded headers with compact names expanded,
 /// body by Content-Length or to the end.
-pub fn reference_parse(data: &[u8]) -> Option<(String, Vec<(String, String)>, Vec<u8>)> {
+pub fn reference_parse(data: &[u8]) -> Option<Parsed> {
     let end = data.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&data[..end]).ok()?;
     let rest = &data[end + 4..];
