@@ -538,3 +538,40 @@ fn a_transport_error_fails_the_message_at_once() {
     assert_eq!(f.id, "m7");
     assert_eq!(net.a.poll_timeout(), None);
 }
+
+mod lossy {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, .. ProptestConfig::default() })]
+
+        /// Whatever the link loses, a MESSAGE is delivered at most once, the sender hears at
+        /// most one outcome, and hears a failure whenever the message did not get through.
+        #[test]
+        fn at_most_once_and_never_silent(losses in proptest::collection::vec(any::<bool>(), 0..40)) {
+            let mut net = Net::new(Transport::Udp);
+            let mut i = 0;
+            net.drop = Box::new(move |_| {
+                let lost = losses.get(i).copied().unwrap_or(false);
+                i += 1;
+                lost
+            });
+            net.send(Side::A, message("p1", "maybe"));
+            net.advance(Duration::from_secs(120));
+            let delivered = messages(&net.events_b).len();
+            let failed = failures(&net.events_a).len();
+            prop_assert!(delivered <= 1);
+            prop_assert!(failed <= 1);
+            if delivered == 0 {
+                prop_assert_eq!(failed, 1);
+            }
+            if failed == 1 {
+                prop_assert_eq!(failures(&net.events_a)[0].code, ErrorCode::RemoteServerTimeout);
+            }
+            // Everything has settled: no timer left on either side.
+            prop_assert_eq!(net.a.poll_timeout(), None);
+            prop_assert_eq!(net.b.poll_timeout(), None);
+        }
+    }
+}
