@@ -130,7 +130,7 @@ impl PlainHeader {
             Some(security) => {
                 core.write(
                     &Features {
-                        starttls: Some(false),
+                        starttls: core.cfg.offer_tls.then_some(false),
                         sasl_external: false,
                         dialback: true,
                     }

@@ -31,6 +31,9 @@ pub struct Config {
     pub dialback_secret: Vec<u8>,
     /// Refuse to exchange anything but STARTTLS before TLS is up (default `true`).
     pub require_tls: bool,
+    /// Whether the driver can run TLS at all (default `true`). With `require_tls` off and this
+    /// off, STARTTLS is neither offered nor used: plaintext dialback only, for test set-ups.
+    pub offer_tls: bool,
     pub limits: Limits,
     /// Longest message body accepted from a peer (default [`entente_model::DEFAULT_MAX_BODY_BYTES`]).
     pub max_body_bytes: usize,
@@ -66,6 +69,7 @@ impl Config {
             served,
             dialback_secret,
             require_tls: true,
+            offer_tls: true,
             limits: Limits::default(),
             max_body_bytes: entente_model::DEFAULT_MAX_BODY_BYTES,
             idle_timeout: Duration::from_secs(600),

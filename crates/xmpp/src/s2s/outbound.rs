@@ -145,9 +145,15 @@ impl AwaitFeatures {
         let features = Features::parse(el);
         match self.phase {
             Phase::Plain => {
-                if features.starttls.is_some() {
+                let can_tls = core.cfg.offer_tls || core.cfg.require_tls;
+                if features.starttls.is_some() && can_tls {
                     core.write(format!("<starttls xmlns='{}'/>", ns::TLS).as_bytes());
                     return State::StartTlsSent(StartTlsSent);
+                }
+                if features.starttls == Some(true) {
+                    // The peer requires TLS and this driver cannot do it.
+                    core.fail(StreamCondition::PolicyViolation);
+                    return State::Closed;
                 }
                 match Security::plaintext(&core.cfg) {
                     Some(security) => State::Open(Open::new(security, self.stream_id, None, core)),
