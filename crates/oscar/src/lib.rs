@@ -109,6 +109,7 @@ pub use error::{DecodeError, LoginErrorCode, SnacErrorCode};
 pub use flap::{Channel, Flap, FlapReader, FlapWriter, SignOnFrame};
 pub use login::{
     AccountAnswer, AccountRequest, CloseReason, Credential, Login, LoginConfig, LoginOutput,
+    SignOffReason,
 };
 pub use session::{
     Account, Delivery, FeedbagOp, Session, SessionConfig, SessionOutput, SessionRequest,

@@ -115,6 +115,17 @@ pub enum CloseReason {
     /// The cookie was not valid.
     BadCookie,
     Timeout,
+    /// The driver ended the session ([`crate::Session::sign_off`]).
+    Local(SignOffReason),
+}
+
+/// Why the host ends a signed-on session; the client is told on channel 4 (TLV 0x09).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignOffReason {
+    /// The same account signed on elsewhere (code 1: "signed on from another location").
+    SignedOnElsewhere,
+    /// The host is shutting down or the account was disabled.
+    Shutdown,
 }
 
 /// Outputs of the login machine, in order.

@@ -301,6 +301,23 @@ impl Session {
         }
     }
 
+    /// Ends the session from the host side: a channel-4 frame tells the client why, then an
+    /// unavailable presence broadcast (if it was signed on) and `Closed(Local(reason))`.
+    pub fn sign_off(&mut self, reason: crate::login::SignOffReason, _now: Instant) {
+        if self.is_closed() {
+            return;
+        }
+        let code: u16 = match reason {
+            crate::login::SignOffReason::SignedOnElsewhere => 0x0001,
+            crate::login::SignOffReason::Shutdown => 0x0000,
+        };
+        let mut payload = bytes::BytesMut::new();
+        crate::Tlv::u16(0x0009, code).encode(&mut payload);
+        let f = self.writer.frame(Channel::SignOff, payload.freeze());
+        self.transmit.push_back(f);
+        self.close(CloseReason::Local(reason));
+    }
+
     /// Answers [`SessionRequest::RedeemCookie`]: the account, or `None` for a bad cookie.
     pub fn answer_cookie(&mut self, account: Option<Account>, now: Instant) {
         if self.phase != Phase::Redeeming {

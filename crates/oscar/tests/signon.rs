@@ -1238,3 +1238,38 @@ fn host_sequence_numbers_count_up_and_wrap_below_0x8000() {
         .collect();
     assert_eq!(seqs, vec![0x7FFE, 0x7FFF, 0]);
 }
+
+#[test]
+fn the_host_signs_a_session_off_when_the_account_signs_on_elsewhere() {
+    let mut bos = signed_on_alice(cookie());
+    bos.s
+        .sign_off(entente_oscar::SignOffReason::SignedOnElsewhere, bos.now);
+    let f = common::frame(&bos.s.poll_transmit().unwrap());
+    assert_eq!(f.channel, Channel::SignOff);
+    let t = TlvList::decode_rest(&mut entente_oscar::wire::Reader::new(&f.payload)).unwrap();
+    assert_eq!(t.get_u16(0x09), Some(1));
+    let ev = bos.events();
+    assert!(matches!(
+        &ev[..],
+        [
+            SessionOutput::Event(Event::Presence(Presence {
+                kind: PresenceKind::Unavailable { .. },
+                ..
+            })),
+            SessionOutput::Closed(CloseReason::Local(
+                entente_oscar::SignOffReason::SignedOnElsewhere
+            ))
+        ]
+    ));
+    assert_eq!(
+        bos.s.handle_event(
+            Event::Typing(Typing {
+                from: addr("bob@hub.example"),
+                to: addr("alicesmith@hub.example"),
+                state: ChatState::Composing
+            }),
+            bos.now
+        ),
+        Delivery::Refused(ErrorCode::RecipientUnavailable)
+    );
+}
