@@ -474,3 +474,55 @@ fn certified_domain_is_authorised_by_dialback_without_a_callback() {
     p.send(b"<message from='juliet@corp-a.test/r' to='alice@hub.test'><body>hi</body></message>");
     assert_eq!(p.events().len(), 1);
 }
+
+#[test]
+fn quiet_outbound_stream_closes_politely_but_not_while_it_talks() {
+    let message = |n: usize| {
+        Event::Message(entente_model::Message {
+            id: format!("m{n}"),
+            from: entente_model::Address::new("alice", A, DomainKind::Hub).unwrap(),
+            to: entente_model::Address::new("bob", B, DomainKind::Xmpp).unwrap(),
+            body: "still here".into(),
+            thread: None,
+            ts: time::OffsetDateTime::UNIX_EPOCH,
+        })
+    };
+    // A peer that never sends anything, not even keepalives.
+    let now = Instant::now();
+    let mut out = Outbound::with_seed(config(A, DomainKind::Hub, b"s"), A, B, now, Some(8));
+    let mut t = now;
+    out.handle_input(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:db='jabber:server:dialback' xmlns:stream='http://etherx.jabber.org/streams' from='corp-a.test' id='s1' version='1.0'><stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:features><proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", t);
+    out.tls_established(vec![], t);
+    out.handle_input(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:db='jabber:server:dialback' xmlns:stream='http://etherx.jabber.org/streams' from='corp-a.test' id='s2' version='1.0'><stream:features/>", t);
+    out.send(message(0), t).unwrap();
+    out.handle_input(
+        b"<db:result from='corp-a.test' to='hub.test' type='valid'/>",
+        t,
+    );
+    assert!(text(
+        &std::iter::from_fn(|| out.poll_transmit())
+            .flatten()
+            .collect::<Vec<u8>>()
+    )
+    .contains("<message"));
+    // A message every 5 minutes keeps the stream open although the peer never says a word.
+    for n in 1..5 {
+        t += Duration::from_secs(300);
+        out.handle_timeout(t);
+        out.send(message(n), t).unwrap();
+        assert!(!out.is_closed());
+    }
+    // Ten quiet minutes later it closes with a closing tag, not a stream error.
+    t += Duration::from_secs(600);
+    out.handle_timeout(t);
+    let wire = text(
+        &std::iter::from_fn(|| out.poll_transmit())
+            .flatten()
+            .collect::<Vec<u8>>(),
+    );
+    assert!(out.is_closed());
+    assert!(
+        wire.ends_with("</stream:stream>") && !wire.contains("stream:error"),
+        "{wire}"
+    );
+}

@@ -458,7 +458,7 @@ impl Inbound {
     /// As [`Inbound::new`], with stream ids drawn from a seeded generator (for reproducible tests).
     pub fn with_seed(cfg: Arc<Config>, now: Instant, seed: Option<u64>) -> Inbound {
         Inbound {
-            core: Core::new(cfg, now, rng(seed)),
+            core: Core::new(cfg, now, rng(seed), false),
             state: State::PlainHeader(PlainHeader),
         }
     }

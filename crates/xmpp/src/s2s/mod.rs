@@ -198,7 +198,12 @@ pub(crate) struct Core {
     now: Instant,
     started: Instant,
     last_rx: Instant,
+    /// Last bytes written, keepalives included.
     last_tx: Instant,
+    /// Last bytes written other than keepalives.
+    last_activity: Instant,
+    /// True for the side that opened the connection ([`Outbound`]).
+    initiator: bool,
     partial_since: Option<Instant>,
     rng: StdRng,
     closed: bool,
@@ -207,7 +212,7 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    fn new(cfg: std::sync::Arc<Config>, now: Instant, rng: StdRng) -> Core {
+    fn new(cfg: std::sync::Arc<Config>, now: Instant, rng: StdRng, initiator: bool) -> Core {
         let reader = StreamReader::new(cfg.limits.clone());
         Core {
             cfg,
@@ -218,6 +223,8 @@ impl Core {
             started: now,
             last_rx: now,
             last_tx: now,
+            last_activity: now,
+            initiator,
             partial_since: None,
             rng,
             closed: false,
@@ -236,6 +243,17 @@ impl Core {
         }
         self.transmit.extend_from_slice(bytes);
         self.last_tx = self.now;
+        self.last_activity = self.now;
+    }
+
+    /// Since when the stream counts as idle. The receiving side only hears its peer; the
+    /// initiating side mostly talks, so its own stanzas count as activity too.
+    fn idle_since(&self) -> Instant {
+        if self.initiator {
+            self.last_rx.max(self.last_activity)
+        } else {
+            self.last_rx
+        }
     }
 
     fn output(&mut self, o: Output) {
@@ -292,7 +310,7 @@ impl Core {
         if self.closed {
             return None;
         }
-        let mut t = self.last_rx + self.cfg.idle_timeout;
+        let mut t = self.idle_since() + self.cfg.idle_timeout;
         if let Some(p) = self.partial_since {
             t = t.min(p + self.cfg.stanza_timeout);
         }
@@ -310,18 +328,26 @@ impl Core {
         if self.closed {
             return false;
         }
-        let idle = now >= self.last_rx + self.cfg.idle_timeout;
+        let idle = now >= self.idle_since() + self.cfg.idle_timeout;
         let stalled = self
             .partial_since
             .is_some_and(|p| now >= p + self.cfg.stanza_timeout);
         let slow = !ready && now >= self.started + self.cfg.negotiation_timeout;
+        if idle && ready && self.initiator && !stalled {
+            // Nothing left to say on our own stream: close it politely.
+            self.finish(CloseReason::Normal, true);
+            return false;
+        }
         if idle || stalled || slow {
             self.fail(StreamCondition::ConnectionTimeout);
             return false;
         }
         if ready && now >= self.last_tx + self.cfg.keepalive_interval {
             // RFC 6120 §4.6.1: whitespace keeps the connection alive.
-            self.write(b" ");
+            if !self.closed {
+                self.transmit.push(b' ');
+                self.last_tx = now;
+            }
         }
         true
     }

@@ -426,7 +426,7 @@ impl Outbound {
     ) -> Outbound {
         let local = parse_domain(local).unwrap_or_else(|| local.to_string());
         let remote = parse_domain(remote).unwrap_or_else(|| remote.to_string());
-        let mut core = Core::new(cfg, now, rng(seed));
+        let mut core = Core::new(cfg, now, rng(seed), true);
         core.write_header(&local, &remote, None);
         Outbound {
             core,
