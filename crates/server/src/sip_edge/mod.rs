@@ -1,17 +1,266 @@
-//! The SIP/SIMPLE federation edge: listeners, outbound links and the translation between the
-//! protocol crate's machines and the router.
+//! The SIP/SIMPLE federation edge: the `sip` (UDP and TCP on one address) and `sips` (mutual
+//! TLS) listeners, outbound links to each partner's pinned address, and the hand-over between
+//! `entente-sip`'s sans-IO [`Endpoint`](entente_sip::Endpoint) and the router.
+//!
+//! Two endpoints run, each in its own driver task: one for UDP/TCP (partners with
+//! `auth = "none"`) and one for TLS (partners with `auth = "certificate"`), so that each writes
+//! its own listener's port in Via and Contact. Partners are reached at their configured
+//! `address` only; RFC 3263 (NAPTR/SRV) resolution is not done yet.
 
-use crate::anyhow_lite::Result;
-use crate::config::Listen;
+mod driver;
+mod reply;
+
+use crate::anyhow_lite::{msg, Result};
+use crate::config::{Listen, PartnerAuth, PartnerProtocol};
+use crate::router::{Edge, Router};
 use crate::{AppState, Tasks};
+use async_trait::async_trait;
+use entente_model::{DomainKind, ErrorCode, Event};
+use entente_policy::{Origin, Refusal};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use tokio::sync::{mpsc, oneshot};
+
+pub use driver::ANSWER_DEADLINE;
+
+/// How a SIP partner proves who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SipAuth {
+    /// Mutual TLS with a certificate valid for the partner's domain (RFC 5922).
+    Certificate,
+    /// Trusted as configured: UDP or TCP, the From domain taken as given.
+    None,
+}
+
+/// A configured SIP partner.
+#[derive(Debug, Clone)]
+pub struct SipPartner {
+    pub domain: String,
+    /// The pinned address every request to the partner goes to; `None` when none is
+    /// configured (or it did not resolve at start-up): the partner can then only call in.
+    pub address: Option<SocketAddr>,
+    pub auth: SipAuth,
+}
+
+/// What every driver and the edge share.
+pub(crate) struct Shared {
+    pub router: Weak<Router>,
+    /// SIP partners by lower-case domain.
+    pub partners: HashMap<String, SipPartner>,
+    pub tls: Arc<crate::tls::TlsContext>,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// Domains that certificate partners hold, candidates for `verified_domains`.
+    pub certificate_domains: Vec<String>,
+}
+
+impl Shared {
+    pub fn partner(&self, domain: &str) -> Option<&SipPartner> {
+        self.partners.get(&domain.to_ascii_lowercase())
+    }
+}
 
 /// Starts the edge's listeners (sip, sips) and registers it as the owner of its partners' domains.
 pub async fn start(state: &AppState, listeners: &Listen, tasks: &mut Tasks) -> Result<()> {
-    let _ = (state, tasks);
-    for (name, addr) in [("sip", listeners.sip), ("sips", listeners.sips)] {
-        if let Some(addr) = addr {
-            tracing::warn!(listener = name, %addr, "this build does not serve this protocol yet; listener not started");
+    let config = &state.config;
+    let mut partners = HashMap::new();
+    let mut local_domains = vec![state.router.hub_domain().to_string()];
+    for p in &config.partners {
+        let domain = p.domain.to_ascii_lowercase();
+        match p.protocol {
+            PartnerProtocol::Xmpp => local_domains.push(domain),
+            PartnerProtocol::Sip => {
+                let auth = match p.auth {
+                    PartnerAuth::None => SipAuth::None,
+                    _ => SipAuth::Certificate,
+                };
+                let address = match &p.address {
+                    Some(a) => pinned_address(a).await,
+                    None => None,
+                };
+                if p.address.is_some() && address.is_none() {
+                    tracing::warn!(partner = %domain, address = ?p.address, "the pinned address does not resolve; requests to this partner will fail");
+                }
+                partners.insert(
+                    domain.clone(),
+                    SipPartner {
+                        domain,
+                        address,
+                        auth,
+                    },
+                );
+            }
         }
     }
+    if partners.is_empty() && listeners.sip.is_none() && listeners.sips.is_none() {
+        return Ok(());
+    }
+    let certificate_domains = partners
+        .values()
+        .filter(|p| p.auth == SipAuth::Certificate)
+        .map(|p| p.domain.clone())
+        .collect();
+    let shared = Arc::new(Shared {
+        router: Arc::downgrade(&state.router),
+        partners,
+        tls: state.tls.clone(),
+        shutdown: state.shutdown.clone(),
+        certificate_domains,
+    });
+    let settings = driver::Settings {
+        hub_domain: state.router.hub_domain().to_string(),
+        local_domains,
+        max_body_bytes: config.limits.max_body_bytes,
+    };
+
+    let plain = match listeners.sip {
+        Some(addr) => {
+            let (udp, tcp) = bind_udp_and_tcp(addr).await?;
+            let local = udp.local_addr().map_err(|e| msg(e.to_string()))?;
+            println!("listening sip {local}");
+            Some(driver::spawn_plain(
+                shared.clone(),
+                &settings,
+                udp,
+                tcp,
+                local,
+                tasks,
+            ))
+        }
+        None => None,
+    };
+    let secure = match listeners.sips {
+        Some(addr) => {
+            let tcp = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| msg(format!("cannot listen for sips on {addr}: {e}")))?;
+            let local = tcp.local_addr().map_err(|e| msg(e.to_string()))?;
+            println!("listening sips {local}");
+            Some(driver::spawn_tls(
+                shared.clone(),
+                &settings,
+                Some(tcp),
+                local,
+                tasks,
+            ))
+        }
+        // Outbound TLS still works without a listener; our Contact then names the default port.
+        None if !shared.certificate_domains.is_empty() => {
+            let local = SocketAddr::from(([127, 0, 0, 1], 5061));
+            Some(driver::spawn_tls(
+                shared.clone(),
+                &settings,
+                None,
+                local,
+                tasks,
+            ))
+        }
+        None => None,
+    };
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    let edge = Arc::new(SipEdge {
+        shared: shared.clone(),
+        plain,
+        secure,
+    });
+    for (domain, partner) in &shared.partners {
+        let ready = match partner.auth {
+            SipAuth::None => edge.plain.is_some(),
+            SipAuth::Certificate => edge.secure.is_some(),
+        };
+        if !ready {
+            tracing::warn!(partner = %domain, "no `sip` listener: this partner cannot be reached over UDP/TCP");
+        }
+        state.router.add_edge(domain, edge.clone());
+    }
     Ok(())
+}
+
+/// `host:port` as configured: an IP literal, or a name looked up once at start-up.
+async fn pinned_address(text: &str) -> Option<SocketAddr> {
+    if let Ok(a) = text.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    tokio::net::lookup_host(text).await.ok()?.next()
+}
+
+/// UDP and TCP on the same address; with port 0, the TCP port follows the one UDP picked.
+async fn bind_udp_and_tcp(
+    addr: SocketAddr,
+) -> Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
+    let mut last = None;
+    for _ in 0..20 {
+        let udp = tokio::net::UdpSocket::bind(addr)
+            .await
+            .map_err(|e| msg(format!("cannot listen for sip (UDP) on {addr}: {e}")))?;
+        let local = udp.local_addr().map_err(|e| msg(e.to_string()))?;
+        match tokio::net::TcpListener::bind(local).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if addr.port() == 0 => last = Some(e),
+            Err(e) => return Err(msg(format!("cannot listen for sip (TCP) on {addr}: {e}"))),
+        }
+    }
+    Err(msg(format!(
+        "cannot listen for sip on {addr}: no port free for both UDP and TCP ({last:?})"
+    )))
+}
+
+/// A request from the router to a driver.
+pub(crate) type Delivery = (Event, oneshot::Sender<std::result::Result<(), Refusal>>);
+
+/// The router's view of the edge: events for SIP partner domains go to the driver that serves
+/// the partner's transport.
+struct SipEdge {
+    shared: Arc<Shared>,
+    plain: Option<mpsc::Sender<driver::Input>>,
+    secure: Option<mpsc::Sender<driver::Input>>,
+}
+
+#[async_trait]
+impl Edge for SipEdge {
+    fn name(&self) -> &'static str {
+        "sip"
+    }
+
+    fn kind(&self) -> DomainKind {
+        DomainKind::Sip
+    }
+
+    async fn deliver(&self, event: Event) -> std::result::Result<(), Refusal> {
+        let unreachable = |text: &str| Refusal::new(ErrorCode::RemoteServerNotFound, text);
+        let Some(to) = event.to() else {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "event without a recipient",
+            ));
+        };
+        let Some(partner) = self.shared.partner(to.domain()) else {
+            return Err(unreachable("not a SIP partner domain"));
+        };
+        let driver = match partner.auth {
+            SipAuth::None => &self.plain,
+            SipAuth::Certificate => &self.secure,
+        };
+        let Some(driver) = driver else {
+            return Err(unreachable("no SIP listener serves this partner"));
+        };
+        let (tx, rx) = oneshot::channel();
+        driver
+            .send(driver::Input::Deliver((event, tx)))
+            .await
+            .map_err(|_| unreachable("the SIP edge is shutting down"))?;
+        rx.await
+            .unwrap_or_else(|_| Err(unreachable("the SIP edge is shutting down")))
+    }
+}
+
+/// The origin a partner's event is submitted with: the domain its sender claims, which the
+/// driver has already checked against the partner list and, for certificate partners, the
+/// TLS peer's certificate.
+pub(crate) fn origin_of(event: &Event) -> Origin {
+    Origin::Partner {
+        domain: event.from().domain().to_string(),
+    }
 }

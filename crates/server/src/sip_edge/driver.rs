@@ -1,0 +1,1126 @@
+//! One driver task per endpoint: it moves datagrams, stream bytes and timers between the sockets
+//! and the sans-IO [`Endpoint`], refuses requests from senders that are not partners (or not
+//! authenticated as one) before the endpoint sees them, and hands the endpoint's events to the
+//! router through a few ordered workers.
+
+use super::reply;
+use super::{origin_of, Delivery, Shared, SipAuth};
+use crate::Tasks;
+use bytes::Bytes;
+use entente_model::{
+    Address, ErrorCode, Event, Failure, Presence, PresenceKind, Receipt, SubscriptionKind,
+};
+use entente_policy::{ConnectionLimiter, Origin, Refusal};
+use entente_sip::headers::{self, uri_to_address, NameAddr};
+use entente_sip::wire::{SipParser, StreamDecoder};
+use entente_sip::{
+    Config, ConnectionId, Destination, Endpoint, SendError, SipMessage, SipxParser, StreamFramer,
+    Transmit, Transport,
+};
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+/// How long an incoming MESSAGE waits for the hub to commit it before it is answered 500
+/// (never 200: a 200 means the hub has it).
+pub const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
+/// RFC 3261 §18.1.1: larger requests to a UDP destination go over TCP instead.
+const UDP_REQUEST_LIMIT: usize = 1300;
+/// How long a connection may stay silent before it is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most stream connections per driver, inbound and outbound together.
+const MAX_CONNECTIONS: usize = 1024;
+/// Requests per second (and burst) one source IP may send before it is answered 503.
+const SOURCE_RATE: f64 = 500.0;
+const SOURCE_BURST: u32 = 1000;
+const MAX_SOURCES: usize = 10_000;
+/// Router workers; events from one sender always go to the same one, so they stay in order.
+const WORKERS: usize = 4;
+const WORKER_QUEUE: usize = 1024;
+/// Hub users known to watch a SIP user (for presence a partner PUBLISHes), at most.
+const MAX_WATCHED: usize = 100_000;
+
+/// What drivers share with their connection tasks and the edge.
+#[derive(Debug)]
+pub(crate) enum Input {
+    Deliver(Delivery),
+    Opened {
+        id: u64,
+        link: Link,
+    },
+    Bytes {
+        id: u64,
+        data: Bytes,
+    },
+    Closed {
+        id: u64,
+    },
+    ConnectFailed {
+        key: (SocketAddr, Transport),
+    },
+    /// The router's answer to an incoming MESSAGE.
+    Submitted {
+        answer: Answer,
+        result: Result<(), Refusal>,
+    },
+}
+
+/// A stream connection as the driver knows it.
+#[derive(Debug)]
+pub(crate) struct Link {
+    tx: mpsc::Sender<Bytes>,
+    transport: Transport,
+    peer: SocketAddr,
+    /// Certificate partner domains the peer's TLS certificate is valid for.
+    verified: Vec<String>,
+    /// Set for connections we opened, to reuse them.
+    outbound: Option<(SocketAddr, Transport)>,
+}
+
+/// Who waits for the answer to an incoming MESSAGE.
+#[derive(Debug, Clone)]
+pub(crate) struct Answer {
+    id: String,
+    from: Address,
+    to: Address,
+}
+
+/// Endpoint settings common to both drivers.
+pub(crate) struct Settings {
+    pub hub_domain: String,
+    pub local_domains: Vec<String>,
+    pub max_body_bytes: usize,
+}
+
+fn endpoint_config(
+    settings: &Settings,
+    shared: &Shared,
+    local: SocketAddr,
+    transport: Transport,
+) -> Config {
+    let auth = match transport {
+        Transport::Tls => SipAuth::Certificate,
+        _ => SipAuth::None,
+    };
+    let local_host = if local.ip().is_unspecified() {
+        settings.hub_domain.clone()
+    } else {
+        match local.ip() {
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            IpAddr::V4(ip) => ip.to_string(),
+        }
+    };
+    let partner_transports = shared
+        .partners
+        .values()
+        .filter(|p| p.auth == auth)
+        .map(|p| (p.domain.clone(), transport))
+        .collect();
+    Config {
+        local_host,
+        local_port: Some(local.port()),
+        local_domains: settings.local_domains.clone(),
+        default_transport: transport,
+        partner_transports,
+        max_body_bytes: settings.max_body_bytes,
+        // A backstop only: the driver answers every MESSAGE itself by ANSWER_DEADLINE.
+        message_answer_delay: ANSWER_DEADLINE + Duration::from_secs(20),
+        instance: format!("{:08x}", rand::random::<u32>()),
+        ..Config::default()
+    }
+}
+
+/// Starts the UDP/TCP driver; returns its input.
+pub(crate) fn spawn_plain(
+    shared: Arc<Shared>,
+    settings: &Settings,
+    udp: UdpSocket,
+    tcp: TcpListener,
+    local: SocketAddr,
+    tasks: &mut Tasks,
+) -> mpsc::Sender<Input> {
+    let config = endpoint_config(settings, &shared, local, Transport::Udp);
+    let (driver, tx) = Driver::new(shared.clone(), config, Some(Arc::new(udp)), Transport::Tcp);
+    let ids = driver.ids.clone();
+    tasks.spawn(accept_loop(shared, tcp, tx.clone(), ids, false));
+    tasks.spawn(driver.run());
+    tx
+}
+
+/// Starts the TLS driver (with its listener when one is configured); returns its input.
+pub(crate) fn spawn_tls(
+    shared: Arc<Shared>,
+    settings: &Settings,
+    tcp: Option<TcpListener>,
+    local: SocketAddr,
+    tasks: &mut Tasks,
+) -> mpsc::Sender<Input> {
+    let config = endpoint_config(settings, &shared, local, Transport::Tls);
+    let (driver, tx) = Driver::new(shared.clone(), config, None, Transport::Tls);
+    if let Some(tcp) = tcp {
+        let ids = driver.ids.clone();
+        tasks.spawn(accept_loop(shared, tcp, tx.clone(), ids, true));
+    }
+    tasks.spawn(driver.run());
+    tx
+}
+
+// ----- connections --------------------------------------------------------------------------
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    driver: mpsc::Sender<Input>,
+    ids: Arc<AtomicU64>,
+    tls: bool,
+) -> std::io::Result<()> {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shared.shutdown.cancelled() => return Ok(()),
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "sip accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let driver = driver.clone();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if tls {
+                let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.server.clone());
+                let stream = match tokio::time::timeout(
+                    TLS_HANDSHAKE_TIMEOUT,
+                    acceptor.accept(stream),
+                )
+                .await
+                {
+                    Ok(Ok(s)) => s,
+                    _ => {
+                        tracing::debug!(%peer, "sips handshake failed");
+                        return;
+                    }
+                };
+                let verified = match stream.get_ref().1.peer_certificates() {
+                    Some(chain) => {
+                        let candidates: Vec<&str> = shared
+                            .certificate_domains
+                            .iter()
+                            .map(String::as_str)
+                            .collect();
+                        shared.tls.verified_domains(chain, &candidates)
+                    }
+                    None => Vec::new(),
+                };
+                tracing::debug!(%peer, ?verified, "sips connection");
+                run_link(
+                    stream,
+                    id,
+                    peer,
+                    Transport::Tls,
+                    verified,
+                    None,
+                    driver,
+                    shared,
+                )
+                .await;
+            } else {
+                run_link(
+                    stream,
+                    id,
+                    peer,
+                    Transport::Tcp,
+                    Vec::new(),
+                    None,
+                    driver,
+                    shared,
+                )
+                .await;
+            }
+        });
+    }
+}
+
+/// Registers a connection with its driver, then pumps bytes both ways until either side ends.
+#[allow(clippy::too_many_arguments)]
+async fn run_link<S>(
+    stream: S,
+    id: u64,
+    peer: SocketAddr,
+    transport: Transport,
+    verified: Vec<String>,
+    outbound: Option<(SocketAddr, Transport)>,
+    driver: mpsc::Sender<Input>,
+    shared: Arc<Shared>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, mut out) = mpsc::channel::<Bytes>(256);
+    let link = Link {
+        tx,
+        transport,
+        peer,
+        verified,
+        outbound,
+    };
+    if driver.send(Input::Opened { id, link }).await.is_err() {
+        return;
+    }
+    let (mut r, mut w) = tokio::io::split(stream);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            n = tokio::time::timeout(IDLE_TIMEOUT, r.read(&mut buf)) => match n {
+                Ok(Ok(n)) if n > 0 => {
+                    let data = Bytes::copy_from_slice(buf.get(..n).unwrap_or(&[]));
+                    if driver.send(Input::Bytes { id, data }).await.is_err() {
+                        break;
+                    }
+                }
+                _ => break,
+            },
+            b = out.recv() => match b {
+                Some(b) => if w.write_all(&b).await.is_err() { break },
+                None => break,
+            },
+            _ = shared.shutdown.cancelled() => break,
+        }
+    }
+    let _ = w.shutdown().await;
+    let _ = driver.send(Input::Closed { id }).await;
+}
+
+/// Opens a connection to a partner: TCP, or TLS whose certificate must be valid for `domain`.
+async fn connect(
+    shared: Arc<Shared>,
+    key: (SocketAddr, Transport),
+    domain: String,
+    id: u64,
+    driver: mpsc::Sender<Input>,
+) {
+    let (addr, transport) = key;
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        _ => {
+            tracing::info!(%addr, "cannot connect to SIP partner");
+            let _ = driver.send(Input::ConnectFailed { key }).await;
+            return;
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    if transport != Transport::Tls {
+        run_link(
+            tcp,
+            id,
+            addr,
+            transport,
+            Vec::new(),
+            Some(key),
+            driver,
+            shared,
+        )
+        .await;
+        return;
+    }
+    let connector = tokio_rustls::TlsConnector::from(shared.tls.client.clone());
+    let name = match rustls_pki_types::ServerName::try_from(domain.clone()) {
+        Ok(n) => n,
+        Err(_) => {
+            let _ = driver.send(Input::ConnectFailed { key }).await;
+            return;
+        }
+    };
+    let stream =
+        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, connector.connect(name, tcp)).await {
+            Ok(Ok(s)) => s,
+            _ => {
+                tracing::info!(%addr, %domain, "TLS handshake with SIP partner failed");
+                let _ = driver.send(Input::ConnectFailed { key }).await;
+                return;
+            }
+        };
+    let verified = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|chain| shared.tls.verified_domains(chain, &[domain.as_str()]))
+        .unwrap_or_default();
+    if !verified.contains(&domain) {
+        tracing::warn!(%addr, %domain, "the partner's certificate is not valid for its domain; not sending");
+        let _ = driver.send(Input::ConnectFailed { key }).await;
+        return;
+    }
+    run_link(
+        stream,
+        id,
+        addr,
+        transport,
+        verified,
+        Some(key),
+        driver,
+        shared,
+    )
+    .await;
+}
+
+// ----- the driver -----------------------------------------------------------------------------
+
+/// Where a request came from, for the checks and for stateless answers.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Datagram(SocketAddr),
+    Stream(u64),
+}
+
+struct Driver {
+    ep: Endpoint,
+    shared: Arc<Shared>,
+    parser: SipxParser,
+    /// Transport of this driver's streams (TCP for the plain driver, TLS for the other).
+    stream_transport: Transport,
+    udp: Option<Arc<UdpSocket>>,
+    rx: mpsc::Receiver<Input>,
+    tx: mpsc::Sender<Input>,
+    ids: Arc<AtomicU64>,
+    links: HashMap<u64, Link>,
+    framers: HashMap<u64, StreamFramer>,
+    outbound: HashMap<(SocketAddr, Transport), u64>,
+    connecting: HashMap<(SocketAddr, Transport), Vec<Transmit>>,
+    /// Incoming MESSAGEs waiting for the router, by the id the endpoint gave them.
+    inflight: HashMap<String, (Instant, Answer)>,
+    sources: HashMap<IpAddr, ConnectionLimiter>,
+    workers: Vec<mpsc::Sender<Job>>,
+    /// SIP user → hub users watching them, from the subscriptions and probes we sent.
+    watchers: HashMap<Address, HashSet<Address>>,
+}
+
+struct Job {
+    event: Event,
+    answer: Option<Answer>,
+}
+
+impl Driver {
+    fn new(
+        shared: Arc<Shared>,
+        config: Config,
+        udp: Option<Arc<UdpSocket>>,
+        stream_transport: Transport,
+    ) -> (Driver, mpsc::Sender<Input>) {
+        let (tx, rx) = mpsc::channel(4096);
+        let parser = SipxParser::new(config.limits);
+        let ep = Endpoint::new(config, Instant::now(), time::OffsetDateTime::now_utc());
+        let workers = (0..WORKERS)
+            .map(|_| {
+                let (wtx, wrx) = mpsc::channel(WORKER_QUEUE);
+                tokio::spawn(worker(shared.router.clone(), wrx, tx.clone()));
+                wtx
+            })
+            .collect();
+        let driver = Driver {
+            ep,
+            shared,
+            parser,
+            stream_transport,
+            udp,
+            rx,
+            tx: tx.clone(),
+            ids: Arc::new(AtomicU64::new(1)),
+            links: HashMap::new(),
+            framers: HashMap::new(),
+            outbound: HashMap::new(),
+            connecting: HashMap::new(),
+            inflight: HashMap::new(),
+            sources: HashMap::new(),
+            workers,
+            watchers: HashMap::new(),
+        };
+        (driver, tx)
+    }
+
+    fn host(&self) -> &str {
+        &self.ep.config().local_host
+    }
+
+    async fn run(mut self) -> std::io::Result<()> {
+        let mut buf = vec![0u8; 65_536];
+        let udp = self.udp.clone();
+        loop {
+            self.flush().await;
+            let deadline = self
+                .ep
+                .poll_timeout()
+                .into_iter()
+                .chain(self.inflight.values().map(|(d, _)| *d))
+                .min();
+            tokio::select! {
+                _ = self.shared.shutdown.cancelled() => break,
+                input = self.rx.recv() => match input {
+                    Some(input) => self.on_input(input),
+                    None => break,
+                },
+                r = recv_from(udp.as_deref(), &mut buf) => match r {
+                    Ok((n, from)) => {
+                        let data = Bytes::copy_from_slice(buf.get(..n).unwrap_or(&[]));
+                        self.on_datagram(from, &data);
+                    }
+                    Err(e) => {
+                        // ICMP port-unreachable from an earlier send shows up here on Linux.
+                        tracing::debug!(error = %e, "sip udp receive");
+                    }
+                },
+                _ = sleep_until(deadline) => self.on_timeout(),
+            }
+        }
+        Ok(())
+    }
+
+    fn on_timeout(&mut self) {
+        let now = Instant::now();
+        self.ep.handle_timeout(now);
+        let late: Vec<String> = self
+            .inflight
+            .iter()
+            .filter(|(_, (d, _))| *d <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in late {
+            if let Some((_, a)) = self.inflight.remove(&id) {
+                tracing::warn!(id = %a.id, "the hub did not commit an incoming message in time");
+                self.answer(
+                    a,
+                    Err(Refusal::new(
+                        ErrorCode::Internal,
+                        "the hub could not store this in time; try again",
+                    )),
+                );
+            }
+        }
+    }
+
+    fn on_input(&mut self, input: Input) {
+        match input {
+            Input::Deliver((event, reply)) => {
+                let result = self.deliver(event);
+                let _ = reply.send(result);
+            }
+            Input::Opened { id, link } => {
+                if self.links.len() >= MAX_CONNECTIONS {
+                    tracing::warn!(peer = %link.peer, "too many SIP connections; closing a new one");
+                    if let Some(key) = link.outbound {
+                        self.connect_failed(key);
+                    }
+                    return; // dropping the link's sender ends its task
+                }
+                self.framers
+                    .insert(id, StreamFramer::new(self.ep.config().limits));
+                if let Some(key) = link.outbound {
+                    self.outbound.insert(key, id);
+                    for t in self.connecting.remove(&key).unwrap_or_default() {
+                        if link.tx.try_send(t.payload.clone()).is_err() {
+                            self.ep.handle_transport_error(&t, Instant::now());
+                        }
+                    }
+                }
+                self.links.insert(id, link);
+            }
+            Input::Bytes { id, data } => self.on_stream_bytes(id, &data),
+            Input::Closed { id } => self.close(id),
+            Input::ConnectFailed { key } => self.connect_failed(key),
+            Input::Submitted { answer, result } => {
+                if self.inflight.remove(&answer.id).is_some() {
+                    self.answer(answer, result);
+                }
+            }
+        }
+    }
+
+    fn connect_failed(&mut self, key: (SocketAddr, Transport)) {
+        let now = Instant::now();
+        for t in self.connecting.remove(&key).unwrap_or_default() {
+            self.ep.handle_transport_error(&t, now);
+        }
+    }
+
+    fn close(&mut self, id: u64) {
+        if let Some(link) = self.links.remove(&id) {
+            if let Some(key) = link.outbound {
+                if self.outbound.get(&key) == Some(&id) {
+                    self.outbound.remove(&key);
+                }
+            }
+        }
+        self.framers.remove(&id);
+        self.ep.handle_connection_closed(ConnectionId(id));
+    }
+
+    /// Tells the endpoint how the hub took an incoming MESSAGE: 200 once committed, the
+    /// refusal's status otherwise (mapped in `entente_sip::status`, the one place).
+    fn answer(&mut self, a: Answer, result: Result<(), Refusal>) {
+        let event = match result {
+            Ok(()) => Event::Receipt(Receipt {
+                from: a.to,
+                to: a.from,
+                id: a.id,
+            }),
+            Err(r) => Event::Failure(Failure {
+                from: a.to,
+                to: a.from,
+                id: a.id,
+                code: r.code,
+                text: r.text,
+            }),
+        };
+        let _ = self.ep.send(event, Instant::now());
+    }
+
+    // ----- outbound ---------------------------------------------------------------------
+
+    fn deliver(&mut self, event: Event) -> Result<(), Refusal> {
+        let now = Instant::now();
+        self.note_watch(&event);
+        if let Event::Subscription(s) = &event {
+            if s.kind == SubscriptionKind::Subscribed {
+                // An approval: the NOTIFY that activates the subscription carries the user's
+                // current presence, which the endpoint takes from the user's last broadcast.
+                if let Some(router) = self.shared.router.upgrade() {
+                    let current = Presence {
+                        from: s.from.clone(),
+                        to: None,
+                        kind: router.presence_of(&s.from),
+                    };
+                    let _ = self.ep.send(Event::Presence(current), now);
+                }
+            }
+        }
+        self.ep.send(event, now).map_err(|e| match e {
+            SendError::TooLarge => Refusal::new(ErrorCode::TooLarge, "too large for SIP"),
+            SendError::Busy => Refusal::new(
+                ErrorCode::RateLimited,
+                "too many requests in flight to SIP partners; try again",
+            ),
+            SendError::Unsupported => Refusal::new(ErrorCode::BadRequest, "this has no SIP form"),
+            SendError::Build(e) => Refusal::new(ErrorCode::BadRequest, e.to_string()),
+        })?;
+        Ok(())
+    }
+
+    /// Remembers which hub users watch which SIP users, for presence a partner publishes.
+    fn note_watch(&mut self, event: &Event) {
+        let (watcher, watched, on) = match event {
+            Event::Subscription(s) => match s.kind {
+                SubscriptionKind::Subscribe => (&s.from, &s.to, true),
+                SubscriptionKind::Unsubscribe => (&s.from, &s.to, false),
+                _ => return,
+            },
+            Event::Presence(Presence {
+                from,
+                to: Some(to),
+                kind: PresenceKind::Probe,
+            }) => (from, to, true),
+            _ => return,
+        };
+        if on {
+            if self.watchers.len() >= MAX_WATCHED {
+                return;
+            }
+            self.watchers
+                .entry(watched.clone())
+                .or_default()
+                .insert(watcher.clone());
+        } else if let Some(set) = self.watchers.get_mut(watched) {
+            set.remove(watcher);
+            if set.is_empty() {
+                self.watchers.remove(watched);
+            }
+        }
+    }
+
+    async fn flush(&mut self) {
+        loop {
+            let mut idle = true;
+            while let Some(t) = self.ep.poll_transmit() {
+                idle = false;
+                self.transmit(t).await;
+            }
+            while let Some(e) = self.ep.poll_event() {
+                idle = false;
+                self.inbound_event(e);
+            }
+            if idle {
+                return;
+            }
+        }
+    }
+
+    async fn transmit(&mut self, t: Transmit) {
+        match &t.destination {
+            Destination::Datagram(addr) => {
+                if let Some(udp) = &self.udp {
+                    if let Err(e) = udp.send_to(&t.payload, addr).await {
+                        tracing::debug!(%addr, error = %e, "sip udp send");
+                    }
+                }
+            }
+            Destination::Connection(ConnectionId(id)) => {
+                let sent = self
+                    .links
+                    .get(id)
+                    .is_some_and(|l| l.tx.try_send(t.payload.clone()).is_ok());
+                if !sent {
+                    self.ep.handle_transport_error(&t, Instant::now());
+                }
+            }
+            Destination::Resolve {
+                host,
+                port,
+                transport,
+            } => {
+                let Some((addr, transport, domain)) =
+                    self.target(host, *port, *transport, &t.payload)
+                else {
+                    tracing::info!(%host, "no pinned address for this SIP destination (DNS is not used)");
+                    self.ep.handle_transport_error(&t, Instant::now());
+                    return;
+                };
+                let mut t = t;
+                let mut transport = transport;
+                if transport == Transport::Udp && t.payload.len() > UDP_REQUEST_LIMIT {
+                    if let Some(payload) = over_tcp(&self.parser, &t.payload) {
+                        t.payload = payload;
+                        transport = Transport::Tcp;
+                    }
+                }
+                if transport == Transport::Udp {
+                    if let Some(udp) = &self.udp {
+                        if let Err(e) = udp.send_to(&t.payload, addr).await {
+                            tracing::debug!(%addr, error = %e, "sip udp send");
+                            self.ep.handle_transport_error(&t, Instant::now());
+                        }
+                    } else {
+                        self.ep.handle_transport_error(&t, Instant::now());
+                    }
+                    return;
+                }
+                self.send_stream((addr, transport), domain, t);
+            }
+        }
+    }
+
+    /// Sends on the connection to `key`, opening one when there is none.
+    fn send_stream(&mut self, key: (SocketAddr, Transport), domain: String, t: Transmit) {
+        if let Some(id) = self.outbound.get(&key) {
+            if let Some(link) = self.links.get(id) {
+                if link.tx.try_send(t.payload.clone()).is_err() {
+                    self.ep.handle_transport_error(&t, Instant::now());
+                }
+                return;
+            }
+        }
+        if let Some(queue) = self.connecting.get_mut(&key) {
+            if queue.len() < 256 {
+                queue.push(t);
+            } else {
+                self.ep.handle_transport_error(&t, Instant::now());
+            }
+            return;
+        }
+        self.connecting.insert(key, vec![t]);
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(connect(
+            self.shared.clone(),
+            key,
+            domain,
+            id,
+            self.tx.clone(),
+        ));
+    }
+
+    /// Where a request the endpoint addressed by name goes. The partner is the domain of the
+    /// request's To (our own bytes); its domain as host means its pinned address, an IP
+    /// literal (a Contact or Record-Route it gave us inside a dialog) is used as given, and
+    /// any other name is refused: there is no DNS (RFC 3263) yet. Certificate partners are
+    /// always reached over TLS. Returns the address, the transport and the partner's domain.
+    fn target(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        transport: Transport,
+        payload: &[u8],
+    ) -> Option<(SocketAddr, Transport, String)> {
+        let msg = self.parser.parse_datagram(payload).ok()?;
+        let to = headers::name_addr(&msg, "To").ok()?;
+        let domain = uri_to_address(&to.uri).ok()?.domain().to_string();
+        let partner = self.shared.partner(&domain)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let transport = match (partner.auth, self.stream_transport) {
+            (SipAuth::Certificate, _) | (_, Transport::Tls) => Transport::Tls,
+            (SipAuth::None, _) if transport == Transport::Tls => Transport::Tcp,
+            _ => transport,
+        };
+        let addr = match host.parse::<IpAddr>() {
+            Ok(ip) => {
+                let default = if transport == Transport::Tls {
+                    5061
+                } else {
+                    5060
+                };
+                SocketAddr::new(ip, port.unwrap_or(default))
+            }
+            Err(_) => self.shared.partner(host)?.address?,
+        };
+        Some((addr, transport, partner.domain.clone()))
+    }
+
+    // ----- inbound ----------------------------------------------------------------------
+
+    fn on_datagram(&mut self, from: SocketAddr, data: &[u8]) {
+        if data.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+            return; // keep-alive
+        }
+        if !self.source_allowed(from.ip()) {
+            return; // a flood: dropped before any parsing
+        }
+        match self.parser.parse_datagram(data) {
+            Ok(msg) => {
+                if msg.is_request() && !self.authorized(&msg, Source::Datagram(from)) {
+                    return;
+                }
+                if let Err(e) = self.ep.handle_datagram(from, data, Instant::now()) {
+                    tracing::debug!(%from, error = %e, "sip datagram refused");
+                }
+            }
+            Err(e) => {
+                tracing::debug!(%from, error = %e, "sip datagram refused");
+                let host = self.host().to_string();
+                if let Some((req, bytes)) = reply::refused_bytes(&self.parser, data, &e, &host) {
+                    let to = reply::datagram_reply_to(&req, from);
+                    self.send_datagram(to, bytes);
+                }
+            }
+        }
+    }
+
+    fn on_stream_bytes(&mut self, id: u64, data: &[u8]) {
+        let Some(framer) = self.framers.get_mut(&id) else {
+            return;
+        };
+        match framer.push(data) {
+            Ok(messages) => {
+                for msg in messages {
+                    if msg.is_request() {
+                        let ip = self.links.get(&id).map(|l| l.peer.ip());
+                        if let Some(ip) = ip {
+                            if !self.source_allowed(ip) {
+                                let host = self.host().to_string();
+                                let extra = [("Retry-After", "5".to_string())];
+                                if let Some(b) = reply::stateless(&msg, 503, None, &host, &extra) {
+                                    self.send_on(id, b);
+                                }
+                                continue;
+                            }
+                        }
+                        if !self.authorized(&msg, Source::Stream(id)) {
+                            continue;
+                        }
+                    }
+                    let transport = self
+                        .links
+                        .get(&id)
+                        .map(|l| l.transport)
+                        .unwrap_or(self.stream_transport);
+                    let bytes = msg.to_bytes();
+                    if let Err(e) = self.ep.handle_stream_bytes(
+                        ConnectionId(id),
+                        transport,
+                        &bytes,
+                        Instant::now(),
+                    ) {
+                        tracing::debug!(error = %e, "sip stream refused by the endpoint");
+                        self.drop_link(id);
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "sip stream framing lost; closing");
+                let host = self.host().to_string();
+                if let Some((_, bytes)) = reply::refused_bytes(&self.parser, data, &e, &host) {
+                    self.send_on(id, bytes);
+                }
+                self.drop_link(id);
+            }
+        }
+    }
+
+    /// Closes a connection from our side (its task writes what is queued, then ends).
+    fn drop_link(&mut self, id: u64) {
+        self.close(id);
+    }
+
+    fn send_on(&mut self, id: u64, bytes: Bytes) {
+        if let Some(link) = self.links.get(&id) {
+            let _ = link.tx.try_send(bytes);
+        }
+    }
+
+    fn send_datagram(&self, to: SocketAddr, bytes: Bytes) {
+        if let Some(udp) = &self.udp {
+            let _ = udp.try_send_to(&bytes, to);
+        }
+    }
+
+    fn source_allowed(&mut self, ip: IpAddr) -> bool {
+        if self.sources.len() >= MAX_SOURCES && !self.sources.contains_key(&ip) {
+            self.sources.clear();
+        }
+        self.sources
+            .entry(ip)
+            .or_insert_with(|| ConnectionLimiter::new(SOURCE_RATE, SOURCE_BURST))
+            .allow()
+    }
+
+    /// A request may reach the endpoint only from a configured SIP partner's domain, and for
+    /// a certificate partner only over TLS with a certificate valid for that domain.
+    /// Otherwise it is answered 403 (or 400 when its From is unreadable) here.
+    fn authorized(&mut self, msg: &SipMessage, source: Source) -> bool {
+        let from = headers::name_addr(msg, "From")
+            .ok()
+            .and_then(|n: NameAddr| uri_to_address(&n.uri).ok());
+        let refusal = match &from {
+            None => Some((400, "the From header is not a SIP address".to_string())),
+            Some(from) => match self.shared.partner(from.domain()) {
+                None => Some((
+                    403,
+                    format!("{} is not a federation partner", from.domain()),
+                )),
+                Some(p) if p.auth == SipAuth::Certificate => {
+                    let verified = match source {
+                        Source::Stream(id) => self
+                            .links
+                            .get(&id)
+                            .is_some_and(|l| l.verified.contains(&p.domain)),
+                        Source::Datagram(_) => false,
+                    };
+                    (!verified).then(|| {
+                        (
+                            403,
+                            format!(
+                                "{} must connect over TLS with a certificate for its domain",
+                                p.domain
+                            ),
+                        )
+                    })
+                }
+                Some(_) => None,
+            },
+        };
+        let Some((code, text)) = refusal else {
+            return true;
+        };
+        tracing::info!(code, reason = %text, "sip request refused");
+        let host = self.host().to_string();
+        if let Some(bytes) = reply::stateless(msg, code, Some(&text), &host, &[]) {
+            match source {
+                Source::Datagram(addr) => {
+                    let to = reply::datagram_reply_to(msg, addr);
+                    self.send_datagram(to, bytes);
+                }
+                Source::Stream(id) => self.send_on(id, bytes),
+            }
+        }
+        false
+    }
+
+    /// An event from the endpoint, for the router.
+    fn inbound_event(&mut self, event: Event) {
+        let domain = event.from().domain().to_string();
+        if self.shared.partner(&domain).is_none() {
+            tracing::warn!(%domain, "event from a non-partner domain dropped");
+            return;
+        }
+        match event {
+            Event::Message(m) => {
+                let answer = Answer {
+                    id: m.id.clone(),
+                    from: m.from.clone(),
+                    to: m.to.clone(),
+                };
+                self.inflight.insert(
+                    m.id.clone(),
+                    (Instant::now() + ANSWER_DEADLINE, answer.clone()),
+                );
+                self.dispatch(Event::Message(m), Some(answer));
+            }
+            Event::Presence(p) if p.to.is_none() => {
+                // Published presence: each hub user known to watch the entity gets it.
+                let watchers: Vec<Address> = self
+                    .watchers
+                    .get(&p.from)
+                    .map(|s| s.iter().cloned().collect())
+                    .unwrap_or_default();
+                for w in watchers {
+                    let directed = Presence {
+                        from: p.from.clone(),
+                        to: Some(w),
+                        kind: p.kind.clone(),
+                    };
+                    self.dispatch(Event::Presence(directed), None);
+                }
+            }
+            event => self.dispatch(event, None),
+        }
+    }
+
+    fn dispatch(&mut self, event: Event, answer: Option<Answer>) {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        event.from().hash(&mut h);
+        let shard = (h.finish() as usize) % self.workers.len().max(1);
+        let Some(worker) = self.workers.get(shard) else {
+            return;
+        };
+        if worker
+            .try_send(Job {
+                event,
+                answer: answer.clone(),
+            })
+            .is_err()
+        {
+            tracing::warn!("the router is not keeping up with SIP traffic; refusing");
+            if let Some(a) = answer {
+                self.inflight.remove(&a.id);
+                self.answer(
+                    a,
+                    Err(Refusal::new(
+                        ErrorCode::RateLimited,
+                        "the hub is busy; try again",
+                    )),
+                );
+            }
+        }
+    }
+}
+
+/// Submits events to the router in order and reports the outcome of each MESSAGE.
+async fn worker(
+    router: std::sync::Weak<crate::router::Router>,
+    mut jobs: mpsc::Receiver<Job>,
+    driver: mpsc::Sender<Input>,
+) {
+    while let Some(job) = jobs.recv().await {
+        let Some(router) = router.upgrade() else {
+            return;
+        };
+        let origin: Origin = origin_of(&job.event);
+        let kind = job.event.kind();
+        let result = router.submit(origin, job.event).await;
+        drop(router);
+        match job.answer {
+            Some(answer) => {
+                let _ = driver.send(Input::Submitted { answer, result }).await;
+            }
+            None => {
+                if let Err(r) = result {
+                    tracing::debug!(kind = kind.as_str(), refusal = %r, "sip event refused by the router");
+                }
+            }
+        }
+    }
+}
+
+/// Our own request re-addressed for TCP: the top Via names the transport actually used
+/// (RFC 3261 §18.1.1). `None` when it cannot be rewritten (it then goes as it is).
+fn over_tcp(parser: &SipxParser, payload: &Bytes) -> Option<Bytes> {
+    let msg = parser.parse_datagram(payload).ok()?;
+    let method = msg.method()?.clone();
+    let uri = msg.request_uri()?;
+    let mut out = SipMessage::request(method, uri).ok()?;
+    let mut first = true;
+    for h in msg.headers() {
+        if h.is("Content-Type") {
+            continue;
+        }
+        if first && h.is("Via") {
+            first = false;
+            let value = h.value();
+            let rest = value.trim_start().strip_prefix("SIP/2.0/UDP")?;
+            out.push("Via", format!("SIP/2.0/TCP{rest}")).ok()?;
+        } else {
+            out.push_header(h.clone());
+        }
+    }
+    let ctype = msg
+        .header("Content-Type")
+        .unwrap_or("text/plain")
+        .to_string();
+    if !msg.body().is_empty() {
+        out.set_body(&ctype, msg.body().clone()).ok()?;
+    }
+    Some(out.to_bytes())
+}
+
+async fn recv_from(
+    udp: Option<&UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match udp {
+        Some(u) => u.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_requests_name_tcp_in_their_via() {
+        let body = "x".repeat(2000);
+        let mut req = SipMessage::request(entente_sip::Method::Message, "sip:carol@corp.test")
+            .unwrap()
+            .with("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKa;rport")
+            .unwrap()
+            .with("From", "<sip:alice@hub.test>;tag=1")
+            .unwrap()
+            .with("To", "<sip:carol@corp.test>")
+            .unwrap()
+            .with("Call-ID", "c1")
+            .unwrap()
+            .with("CSeq", "1 MESSAGE")
+            .unwrap();
+        req.set_body("text/plain;charset=UTF-8", body.clone().into_bytes())
+            .unwrap();
+        let parser = SipxParser::default();
+        let out = over_tcp(&parser, &req.to_bytes()).unwrap();
+        let back = parser.parse_datagram(&out).unwrap();
+        assert_eq!(
+            back.header("Via"),
+            Some("SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKa;rport")
+        );
+        assert_eq!(back.body().as_ref(), body.as_bytes());
+        assert_eq!(
+            back.header("Content-Type"),
+            Some("text/plain;charset=UTF-8")
+        );
+        assert_eq!(back.count("Content-Type"), 1);
+    }
+}

@@ -1,0 +1,201 @@
+//! SIP federation against sipp (Debian `sip-tester`), over UDP and TCP on loopback: MESSAGE into
+//! a hub user, MESSAGE out to a partner's UA (UDP, and TCP once it is over 1300 bytes), unknown
+//! users, senders that are not partners, and a presence subscription approved by the hub user.
+
+mod common;
+mod sip;
+
+use common::Server;
+use serde_json::json;
+use sip::{partner_toml, sipp_uac, Sipp, HUB, PARTNER};
+use std::net::SocketAddr;
+
+fn sip_server(partner_address: Option<SocketAddr>) -> Server {
+    Server::start_listening(
+        &partner_toml(PARTNER, partner_address, "none"),
+        "sip = \"127.0.0.1:0\"\n",
+    )
+}
+
+#[tokio::test]
+async fn messages_from_a_partner_reach_a_hub_user_over_udp_and_tcp() {
+    let server = sip_server(None);
+    let gateway = server.listeners["sip"];
+    let mut bob = server.login("bob").await;
+    for transport in ["u1", "t1"] {
+        let body = format!("hello bob from sipp {transport}");
+        sipp_uac(
+            gateway,
+            transport,
+            "uac_message.xml",
+            &[
+                ("HUB", HUB),
+                ("FROM_DOMAIN", PARTNER),
+                ("EXPECT", "200"),
+                ("BODY", &body),
+            ],
+            "bob",
+        )
+        .await;
+        let m = bob
+            .expect("the SIP message", |v| {
+                v["type"] == "message" && v["body"].as_str().is_some_and(|b| b.starts_with(&body))
+            })
+            .await;
+        assert_eq!(m["from"], "carol@corp-b.test", "{m}");
+        assert_eq!(m["offline"], false);
+    }
+}
+
+#[tokio::test]
+async fn unknown_users_get_404_and_strangers_403() {
+    let server = sip_server(None);
+    let gateway = server.listeners["sip"];
+    for transport in ["u1", "t1"] {
+        sipp_uac(
+            gateway,
+            transport,
+            "uac_message.xml",
+            &[
+                ("HUB", HUB),
+                ("FROM_DOMAIN", PARTNER),
+                ("EXPECT", "404"),
+                ("BODY", "anyone there?"),
+            ],
+            "nobody",
+        )
+        .await;
+        sipp_uac(
+            gateway,
+            transport,
+            "uac_message.xml",
+            &[
+                ("HUB", HUB),
+                ("FROM_DOMAIN", "evil.test"),
+                ("EXPECT", "403"),
+                ("BODY", "let me in"),
+            ],
+            "bob",
+        )
+        .await;
+        // A domain the gateway does not serve at all.
+        sipp_uac(
+            gateway,
+            transport,
+            "uac_message.xml",
+            &[
+                ("HUB", "elsewhere.test"),
+                ("FROM_DOMAIN", PARTNER),
+                ("EXPECT", "404"),
+                ("BODY", "wrong door"),
+            ],
+            "bob",
+        )
+        .await;
+    }
+}
+
+/// A sipp UAS on a fresh port, reachable as the partner's pinned address.
+fn sipp_uas(port: u16, transport: &str, from_user: &str, body: &str) -> Sipp {
+    let dir = tempfile::tempdir().unwrap();
+    let path = sip::scenario(
+        dir.path(),
+        "uas_message.xml",
+        &[("FROM_USER", from_user), ("BODY", body)],
+    );
+    let port = port.to_string();
+    Sipp::start(
+        dir,
+        &path,
+        &["-t", transport, "-i", "127.0.0.1", "-p", &port],
+    )
+}
+
+#[tokio::test]
+async fn a_hub_users_message_reaches_a_sipp_uas_over_udp() {
+    let port = sip::free_port();
+    let uas = sipp_uas(port, "u1", "alice@hub.test", "hello carol from alice");
+    let server = sip_server(Some(SocketAddr::from(([127, 0, 0, 1], port))));
+    let mut alice = server.login("alice").await;
+    let ack = alice
+        .message("c1", "carol@corp-b.test", "hello carol from alice")
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    uas.passes().await;
+    // The UAS answered 200: no failure comes back.
+    assert!(alice
+        .try_recv(std::time::Duration::from_millis(500))
+        .await
+        .is_none_or(|v| v["type"] != "error"));
+}
+
+#[tokio::test]
+async fn a_message_over_1300_bytes_goes_over_tcp() {
+    let port = sip::free_port();
+    let body = format!("long:{}", "x".repeat(2000));
+    // The UAS listens on TCP only: the message can only arrive if it switched.
+    let uas = sipp_uas(port, "t1", "alice@hub.test", "long:xxxxxxxxxx");
+    let server = sip_server(Some(SocketAddr::from(([127, 0, 0, 1], port))));
+    let mut alice = server.login("alice").await;
+    let ack = alice.message("c1", "carol@corp-b.test", &body).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    uas.passes().await;
+}
+
+#[tokio::test]
+async fn a_failure_at_the_partner_reaches_the_hub_sender() {
+    // Nobody listens at the pinned address: over UDP the request times out (timer F) or the
+    // port is unreachable; either way alice hears that her message did not arrive.
+    let port = sip::free_port();
+    let server = Server::start_listening(
+        &partner_toml(
+            PARTNER,
+            Some(SocketAddr::from(([127, 0, 0, 1], port))),
+            "none",
+        ),
+        "sip = \"127.0.0.1:0\"\n",
+    );
+    let mut alice = server.login("alice").await;
+    let body = format!("long:{}", "y".repeat(2000)); // TCP: refused at once
+    let ack = alice.message("c9", "carol@corp-b.test", &body).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let err = alice
+        .expect("a failure for c9", |v| {
+            v["type"] == "error" && v["id"] == "c9"
+        })
+        .await;
+    assert_eq!(err["from"], "carol@corp-b.test", "{err}");
+    assert_eq!(err["code"], "remote_server_not_found", "{err}");
+}
+
+#[tokio::test]
+async fn a_partner_subscribes_to_presence_and_the_hub_user_approves() {
+    let server = sip_server(None);
+    let gateway = server.listeners["sip"];
+    let mut bob = server.login("bob").await;
+    for transport in ["u1", "t1"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = sip::scenario(dir.path(), "uac_subscribe.xml", &[("HUB", HUB)]);
+        let sipp = Sipp::client(dir, &path, gateway, transport, "bob");
+        let req = bob
+            .expect("carol's request", |v| {
+                v["type"] == "subscription_request" && v["from"] == "carol@corp-b.test"
+            })
+            .await;
+        assert_eq!(req["from"], "carol@corp-b.test");
+        bob.send(json!({"type": "approve", "to": "carol@corp-b.test"}))
+            .await;
+        sipp.passes().await;
+        // The un-SUBSCRIBE ended carol's view of bob: the roster says so.
+        bob.send(json!({"type": "roster"})).await;
+        bob.expect("roster without carol's subscription", |v| {
+            v["type"] == "roster"
+                && v["items"].as_array().is_some_and(|items| {
+                    items
+                        .iter()
+                        .all(|i| i["address"] != "carol@corp-b.test" || i["subscription"] == "none")
+                })
+        })
+        .await;
+    }
+}
