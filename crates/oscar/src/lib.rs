@@ -31,6 +31,8 @@
 //!
 //! For a [`Session`], canonical events addressed to its user come in through
 //! [`Session::handle_event`], which says whether they were delivered; drain `poll_transmit` after.
+//! To end a session from the host side (same account signed on elsewhere, shutdown) call
+//! [`Session::sign_off`]; the client is told why on channel 4.
 //!
 //! # Login and the account store
 //! The store stays outside the machine. A BUCP login (17,06 → 17,07 key → 17,02) carries one of
