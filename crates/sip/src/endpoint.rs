@@ -1071,6 +1071,7 @@ impl Endpoint {
     }
 
     fn on_notify(&mut self, key: &ServerKey, msg: &SipMessage, now: Instant) -> Result<(), Refuse> {
+        let max_expires = self.config.max_expires;
         Self::check_presence_event(msg)?;
         let state = msg
             .header("Subscription-State")
@@ -1126,7 +1127,7 @@ impl Endpoint {
                 } else if s.state == SubscriberState::Sent {
                     s.state = SubscriberState::Pending;
                 }
-                if let Some(e) = state.expires {
+                if let Some(e) = state.expires.map(|e| e.min(max_expires)) {
                     s.expires_at = now + Duration::from_secs(e.into());
                     if s.state != SubscriberState::Ending && !s.fetch {
                         s.refresh_at = Some(now + refresh_after(e));
@@ -1249,6 +1250,7 @@ impl Endpoint {
     // ----- outcomes of our own requests ---------------------------------------------------
 
     fn client_succeeded(&mut self, purpose: Purpose, resp: &SipMessage, now: Instant) {
+        let max_expires = self.config.max_expires;
         if let Purpose::Publish { key, removing, .. } = &purpose {
             if *removing {
                 return;
@@ -1293,6 +1295,7 @@ impl Endpoint {
                     s.expires_at = now + self.config.timers.transaction_timeout();
                 }
                 Some(e) => {
+                    let e = e.min(max_expires);
                     s.expires_at = now + Duration::from_secs(e.into());
                     if !s.fetch && s.state != SubscriberState::Ending {
                         s.refresh_at = Some(now + refresh_after(e));

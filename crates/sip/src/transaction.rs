@@ -148,7 +148,7 @@ impl ClientTransaction {
             if t <= now {
                 out.push(ClientAction::Retransmit(self.request.clone()));
                 self.interval = match self.state {
-                    ClientState::Trying => (self.interval * 2).min(self.timers.t2),
+                    ClientState::Trying => self.interval.saturating_mul(2).min(self.timers.t2),
                     _ => self.timers.t2,
                 };
                 self.timer_e = Some(now + self.interval);
