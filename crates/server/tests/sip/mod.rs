@@ -307,3 +307,99 @@ impl TcpPeer {
         }
     }
 }
+
+// ----- baresip ------------------------------------------------------------------------------
+
+/// A running baresip (Debian `baresip-core`) with the configuration from `baresip/`, its SIP
+/// trace (`-s`) in a log file, and its ctrl_tcp port to command it.
+pub struct Baresip {
+    child: tokio::process::Child,
+    pub dir: tempfile::TempDir,
+    ctrl: tokio::net::TcpStream,
+    token: u32,
+}
+
+impl Baresip {
+    /// `transport` is `udp` or `tcp`; `gateway` the hub's `sip` listener (the outbound proxy).
+    pub async fn start(sip_port: u16, gateway: SocketAddr, transport: &str) -> Baresip {
+        require("baresip", "baresip-core");
+        let dir = tempfile::tempdir().unwrap();
+        let ctrl_port = free_port();
+        let fill = [
+            ("SIP_PORT", sip_port.to_string()),
+            ("CTRL_PORT", ctrl_port.to_string()),
+            ("GATEWAY", gateway.to_string()),
+            ("TRANSPORT", transport.to_string()),
+        ];
+        for name in ["config", "accounts", "contacts", "current_contact"] {
+            let mut text = std::fs::read_to_string(here().join("baresip").join(name)).unwrap();
+            for (k, v) in &fill {
+                text = text.replace(&format!("@{k}@"), v);
+            }
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let log = std::fs::File::create(dir.path().join("baresip.log")).unwrap();
+        let child = tokio::process::Command::new("baresip")
+            .arg("-f")
+            .arg(dir.path())
+            .arg("-s")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start baresip");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let ctrl = loop {
+            match tokio::net::TcpStream::connect(("127.0.0.1", ctrl_port)).await {
+                Ok(s) => break s,
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => panic!(
+                    "baresip's ctrl_tcp never opened ({e}); log:\n{}",
+                    std::fs::read_to_string(dir.path().join("baresip.log")).unwrap_or_default()
+                ),
+            }
+        };
+        Baresip {
+            child,
+            dir,
+            ctrl,
+            token: 0,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("baresip.log")).unwrap_or_default()
+    }
+
+    /// Waits until the log satisfies `pred`; panics with the log when it does not in time.
+    pub async fn wait_log(&self, what: &str, pred: impl Fn(&str) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.log();
+            if pred(&log) {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("baresip never showed {what}; its log:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends a ctrl_tcp command (JSON in a netstring), as typed at its prompt.
+    pub async fn command(&mut self, command: &str, params: &str) {
+        self.token += 1;
+        let json = serde_json::json!({"command": command, "params": params, "token": self.token.to_string()})
+            .to_string();
+        let frame = format!("{}:{json},", json.len());
+        self.ctrl.write_all(frame.as_bytes()).await.unwrap();
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}

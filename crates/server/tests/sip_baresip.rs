@@ -1,0 +1,80 @@
+//! SIP federation against baresip (Debian `baresip-core`), a real user agent on loopback: it
+//! subscribes to a hub user's presence (approved by the hub user, then updated), receives a
+//! hub user's MESSAGE and sends one back, over UDP and over TCP.
+
+mod common;
+mod sip;
+
+use common::Server;
+use serde_json::json;
+use sip::{partner_toml, Baresip, PARTNER};
+use std::net::SocketAddr;
+
+async fn baresip_round_trip(transport: &str) {
+    let port = sip::free_port();
+    let server = Server::start_listening(
+        &partner_toml(
+            PARTNER,
+            Some(SocketAddr::from(([127, 0, 0, 1], port))),
+            "none",
+        ),
+        "sip = \"127.0.0.1:0\"\n",
+    );
+    let gateway = server.listeners["sip"];
+    let mut bob = server.login("bob").await;
+    let mut carol = Baresip::start(port, gateway, transport).await;
+
+    // baresip's presence module subscribes to bob; bob approves and carol sees him online.
+    bob.expect("carol's request", |v| {
+        v["type"] == "subscription_request" && v["from"] == "carol@corp-b.test"
+    })
+    .await;
+    bob.send(json!({"type": "approve", "to": "carol@corp-b.test"}))
+        .await;
+    carol
+        .wait_log("an active NOTIFY with bob open", |log| {
+            log.contains("Subscription-State: active") && log.contains("<basic>open</basic>")
+        })
+        .await;
+
+    // bob writes to carol: baresip gets the MESSAGE and accepts it.
+    let ack = bob
+        .message("b1", "carol@corp-b.test", "hello carol, this is bob")
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    carol
+        .wait_log("bob's MESSAGE", |log| {
+            log.contains("MESSAGE sip:carol@corp-b.test")
+                && log.contains("hello carol, this is bob")
+        })
+        .await;
+
+    // carol answers from baresip.
+    carol.command("message", "hello bob, carol here").await;
+    let m = bob
+        .expect("carol's message", |v| {
+            v["type"] == "message" && v["body"] == "hello bob, carol here"
+        })
+        .await;
+    assert_eq!(m["from"], "carol@corp-b.test");
+
+    // bob goes away: carol's subscription carries it.
+    bob.send(json!({"type": "presence", "show": "away", "status": "lunch"}))
+        .await;
+    carol
+        .wait_log("a NOTIFY with bob away", |log| {
+            log.contains("<note>lunch</note>") && log.contains("<rpid:away/>")
+        })
+        .await;
+    carol.stop().await;
+}
+
+#[tokio::test]
+async fn baresip_over_udp() {
+    baresip_round_trip("udp").await;
+}
+
+#[tokio::test]
+async fn baresip_over_tcp() {
+    baresip_round_trip("tcp").await;
+}
