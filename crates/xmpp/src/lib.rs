@@ -37,15 +37,31 @@
 //!
 //! # Choice of XML reader
 //!
-//! rxml 0.14 refuses DTDs, entity declarations, comments, processing instructions and invalid
-//! UTF-8 by construction, which is what RFC 6120 §11.1 asks of a server. Its namespace-resolving
-//! parser, however, builds each element's whole attribute map before returning it and its
-//! resolver is private, so [`reader::StreamReader`] drives rxml's *raw* parser and resolves
-//! namespaces itself: every limit (stanza bytes, depth, attributes, names, element count) is
-//! checked as each raw event arrives, and rxml is never handed more input than the remaining
-//! stanza budget plus one byte. Elements are built as minidom [`minidom::Element`]s so that
-//! xmpp-parsers can type them; `jabber:server` is mapped to `jabber:client` on the way in and
-//! back on the way out (xmpp-parsers' `component` feature is never enabled).
+//! DEPENDENCIES.md recommends rxml 0.14; the evidence here confirms it, with one change in how it
+//! is used. rxml refuses DTDs (`<!DOCTYPE` — it reports it as a malformed comment/CDATA start,
+//! which the reader maps to `restricted-xml`), undeclared entities, comments, processing
+//! instructions and invalid UTF-8 by construction, and bounds every token it buffers (names,
+//! attribute values; text is split) — the tests on billion laughs, comments, PIs and
+//! `\xff\xfe` show each refusal. What it lacks: stanza, depth and count limits, and its
+//! namespace-resolving `Parser` collects an element's whole attribute map before returning it,
+//! with the resolver itself private. So [`reader::StreamReader`] drives rxml's *raw* parser and
+//! resolves namespaces itself (undeclared prefixes and duplicate attributes are still refused):
+//! every limit (stanza bytes, depth, attributes, names, element count) is checked as each raw
+//! event arrives, and rxml is never handed more input than the remaining stanza budget plus one
+//! byte, so a 10 MB stanza costs at most 256 KiB of reading. One trap found on the way: the end
+//! of a self-closing element (`<a/>`) is queued inside rxml, so the reader polls it even when no
+//! input is left. rxml's default features pull in tokio; this crate turns them off.
+//!
+//! Elements are built as minidom [`minidom::Element`]s so that xmpp-parsers 0.23 can type them;
+//! `jabber:server` is mapped to `jabber:client` on the way in and back on the way out
+//! (xmpp-parsers' `component` feature is never enabled). xmpp-parsers has no SASL EXTERNAL
+//! `<auth/>` and no dialback types, so [`sasl`] and [`dialback`] are written here.
+//!
+//! # Not covered
+//!
+//! Bidirectional streams (XEP-0288), stream management (XEP-0198), direct TLS (XEP-0368, a
+//! driver matter), POSH/DNSSEC, MUC. Stanzas arriving on an outbound stream are ignored, as
+//! RFC 6120 streams are one-way.
 
 pub mod dialback;
 pub mod error;
