@@ -1,13 +1,14 @@
 //! SIP federation against baresip (Debian `baresip-core`), a real user agent on loopback: it
 //! subscribes to a hub user's presence (approved by the hub user, then updated), receives a
-//! hub user's MESSAGE and sends one back, over UDP and over TCP.
+//! hub user's MESSAGE and sends one back, over UDP, over TCP, and over mutual TLS with
+//! certificates from a CA the hub trusts.
 
 mod common;
 mod sip;
 
 use common::Server;
 use serde_json::json;
-use sip::{partner_toml, Baresip, PARTNER};
+use sip::{partner_toml, Baresip, Pki, HUB, PARTNER};
 use std::net::SocketAddr;
 
 async fn baresip_round_trip(transport: &str) {
@@ -21,9 +22,12 @@ async fn baresip_round_trip(transport: &str) {
         "sip = \"127.0.0.1:0\"\n",
     );
     let gateway = server.listeners["sip"];
-    let mut bob = server.login("bob").await;
-    let mut carol = Baresip::start(port, gateway, transport).await;
+    let bob = server.login("bob").await;
+    let carol = Baresip::start(port, gateway, transport).await;
+    round_trip(bob, carol).await;
+}
 
+async fn round_trip(mut bob: common::Client, mut carol: Baresip) {
     // baresip's presence module subscribes to bob; bob approves and carol sees him online.
     bob.expect("carol's request", |v| {
         v["type"] == "subscription_request" && v["from"] == "carol@corp-b.test"
@@ -77,4 +81,38 @@ async fn baresip_over_udp() {
 #[tokio::test]
 async fn baresip_over_tcp() {
     baresip_round_trip("tcp").await;
+}
+
+#[tokio::test]
+async fn baresip_over_mutual_tls() {
+    let pki = Pki::new();
+    let (cert, key) = pki.leaf(HUB);
+    // baresip listens for TLS on its SIP port + 1: both must be free.
+    let port = loop {
+        let p = sip::free_port();
+        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            break p;
+        }
+    };
+    let mut extra = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\ntrust = [\"{}\"]\n",
+        cert.display(),
+        key.display(),
+        pki.ca().display()
+    );
+    extra.push_str(&partner_toml(
+        PARTNER,
+        Some(SocketAddr::from(([127, 0, 0, 1], port + 1))),
+        "certificate",
+    ));
+    let server = Server::start_listening(&extra, "sips = \"127.0.0.1:0\"\n");
+    let gateway = server.listeners["sips"];
+    let bob = server.login("bob").await;
+    let tls = format!(
+        "sip_certificate\t{}\nsip_cafile\t{}\n",
+        pki.leaf_with_key(PARTNER).display(),
+        pki.ca().display()
+    );
+    let carol = Baresip::start_with(port, gateway, "tls", &tls).await;
+    round_trip(bob, carol).await;
 }

@@ -9,7 +9,7 @@ mod sip;
 use common::Server;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use sip::{partner_toml, request, HUB};
+use sip::{partner_toml, request, Pki, HUB};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,45 +18,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECURE: &str = "secure.test";
 const ANSWER: Duration = Duration::from_secs(5);
-
-/// A test CA and leaf certificates it issues, as PEM files.
-struct Pki {
-    dir: tempfile::TempDir,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = params.self_signed(&key).unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        Pki {
-            dir,
-            issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-
-    /// A leaf for `domain`: (certificate, key) paths.
-    fn leaf(&self, domain: &str) -> (PathBuf, PathBuf) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec![domain.to_string()])
-            .unwrap()
-            .signed_by(&key, &self.issuer)
-            .unwrap();
-        let c = self.dir.path().join(format!("{domain}.pem"));
-        let k = self.dir.path().join(format!("{domain}.key"));
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        (c, k)
-    }
-}
 
 fn chain(path: &Path) -> Vec<CertificateDer<'static>> {
     CertificateDer::pem_file_iter(path)

@@ -308,6 +308,59 @@ impl TcpPeer {
     }
 }
 
+// ----- certificates ----------------------------------------------------------------------
+
+/// A test CA and leaf certificates it issues, as PEM files.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        Pki {
+            dir,
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// A leaf for `domain`: (certificate, key) paths.
+    pub fn leaf(&self, domain: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![domain.to_string()])
+            .unwrap()
+            .signed_by(&key, &self.issuer)
+            .unwrap();
+        let c = self.dir.path().join(format!("{domain}.pem"));
+        let k = self.dir.path().join(format!("{domain}.key"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+}
+
+impl Pki {
+    /// A leaf for `domain` as one PEM file holding the certificate and then its key (baresip's
+    /// `sip_certificate`).
+    pub fn leaf_with_key(&self, domain: &str) -> PathBuf {
+        let (c, k) = self.leaf(domain);
+        let both = self.dir.path().join(format!("{domain}.both.pem"));
+        let text = std::fs::read_to_string(c).unwrap() + &std::fs::read_to_string(k).unwrap();
+        std::fs::write(&both, text).unwrap();
+        both
+    }
+}
+
 // ----- baresip ------------------------------------------------------------------------------
 
 /// A running baresip (Debian `baresip-core`) with the configuration from `baresip/`, its SIP
@@ -322,6 +375,17 @@ pub struct Baresip {
 impl Baresip {
     /// `transport` is `udp` or `tcp`; `gateway` the hub's `sip` listener (the outbound proxy).
     pub async fn start(sip_port: u16, gateway: SocketAddr, transport: &str) -> Baresip {
+        Baresip::start_with(sip_port, gateway, transport, "").await
+    }
+
+    /// As [`Baresip::start`], with more configuration lines (`sip_certificate`, `sip_cafile`).
+    /// Over TLS, baresip listens on `sip_port + 1`.
+    pub async fn start_with(
+        sip_port: u16,
+        gateway: SocketAddr,
+        transport: &str,
+        extra: &str,
+    ) -> Baresip {
         require("baresip", "baresip-core");
         let dir = tempfile::tempdir().unwrap();
         let ctrl_port = free_port();
@@ -330,6 +394,7 @@ impl Baresip {
             ("CTRL_PORT", ctrl_port.to_string()),
             ("GATEWAY", gateway.to_string()),
             ("TRANSPORT", transport.to_string()),
+            ("EXTRA", extra.to_string()),
         ];
         for name in ["config", "accounts", "contacts", "current_contact"] {
             let mut text = std::fs::read_to_string(here().join("baresip").join(name)).unwrap();
