@@ -40,6 +40,8 @@ const MAX_INCOMING: usize = 1024 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time allowed for closing all sessions at the end.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a session waits before sending again after a `rate_limited` answer.
+const RATE_LIMIT_PAUSE: Duration = Duration::from_millis(200);
 /// Marks a benchmark body: `eb RUN SEQ SENT_US padding`.
 const BODY_TAG: &str = "eb";
 
@@ -397,28 +399,36 @@ async fn sign_in(plan: &SessionPlan) -> Result<(Socket, String)> {
                     .ok_or_else(|| anyhow!("`welcome` without an address"))?;
                 return Ok((ws, address));
             }
-            "error" => bail!(
-                "sign-in refused: {} {}",
-                frame.code.as_deref().unwrap_or("(no code)"),
-                frame.text.as_deref().unwrap_or("")
-            ),
+            "error" => {
+                let code = frame.code.as_deref().unwrap_or("(no code)");
+                let hint = if code == "not_authorized" {
+                    " (does the account exist with this --password?)"
+                } else {
+                    ""
+                };
+                bail!(
+                    "sign-in refused: {code} {}{hint}",
+                    frame.text.as_deref().unwrap_or("")
+                )
+            }
             other => bail!("expected `welcome`, got `{other}`"),
         }
     }
 }
 
-/// Handles one frame from the server while the session runs.
+/// Handles one frame from the server while the session runs. Returns true when the server
+/// answered `rate_limited`, so the session pauses before sending again.
 fn on_frame(
     text: &str,
     shared: &Shared,
     in_flight: &mut HashMap<u64, u64>,
     out: &mut SessionOutcome,
-) {
+) -> bool {
     let Ok(frame) = serde_json::from_str::<ServerFrame>(text) else {
         *out.errors
             .entry("unreadable_frame".to_string())
             .or_default() += 1;
-        return;
+        return false;
     };
     match frame.kind.as_ref() {
         "message" => {
@@ -464,9 +474,11 @@ fn on_frame(
                 out.failed += 1;
                 shared.failed.fetch_add(1, Ordering::Relaxed);
             }
+            return frame.code.as_deref() == Some("rate_limited");
         }
         _ => {}
     }
+    false
 }
 
 /// One session: sign in, wait for the start, send and receive, drain, close.
@@ -522,10 +534,14 @@ async fn session(
         t
     });
     let window = plan.window as usize;
+    let mut paused_until: Option<Instant> = None;
 
     'run: loop {
+        if paused_until.is_some_and(|t| Instant::now() >= t) {
+            paused_until = None;
+        }
         // Send what the window allows when sending is not paced by a ticker.
-        if sending && ticker.is_none() {
+        if sending && ticker.is_none() && paused_until.is_none() {
             while in_flight.len() < window && out.sent < plan.max_messages {
                 if let Err(e) =
                     send_one(&mut ws, &plan, &to, &shared, &mut in_flight, &mut out).await
@@ -539,7 +555,9 @@ async fn session(
             done_sending = true;
             shared.senders_done.fetch_add(1, Ordering::Relaxed);
         }
-        let paced = sending && out.sent < plan.max_messages && ticker.is_some();
+        let paced =
+            sending && out.sent < plan.max_messages && ticker.is_some() && paused_until.is_none();
+        let resume = paused_until.unwrap_or_else(Instant::now);
         tokio::select! {
             biased;
             changed = phase.changed() => {
@@ -555,7 +573,11 @@ async fn session(
                 }
             }
             frame = ws.next() => match frame {
-                Some(Ok(Message::Text(text))) => on_frame(text.as_str(), &shared, &mut in_flight, &mut out),
+                Some(Ok(Message::Text(text))) => {
+                    if on_frame(text.as_str(), &shared, &mut in_flight, &mut out) {
+                        paused_until = Some(Instant::now() + RATE_LIMIT_PAUSE);
+                    }
+                }
                 Some(Ok(Message::Close(close))) => {
                     out.disconnect = Some(format!(
                         "closed by the server{}",
@@ -573,6 +595,7 @@ async fn session(
                     break 'run;
                 }
             },
+            _ = tokio::time::sleep_until(resume.into()), if paused_until.is_some() => {}
             _ = async {
                 match ticker.as_mut() {
                     Some(t) => { t.tick().await; }
@@ -666,6 +689,7 @@ pub struct WsReport {
     pub body_bytes: usize,
     pub users_created: usize,
     pub users_existing: usize,
+    pub registration_closed: bool,
     pub register_s: f64,
     pub warmup_sign_ins: usize,
     pub sign_in_s: f64,
@@ -737,8 +761,15 @@ impl WsReport {
             .row(
                 "users",
                 format!(
-                    "{} created, {} existing, in {:.1}s",
-                    self.users_created, self.users_existing, self.register_s
+                    "{} created, {} existing{}, in {:.1}s",
+                    self.users_created,
+                    self.users_existing,
+                    if self.registration_closed {
+                        " (registration closed: not registered)"
+                    } else {
+                        ""
+                    },
+                    self.register_s
                 ),
             )
             .row("warm-up sign-ins", self.warmup_sign_ins)
@@ -899,7 +930,23 @@ async fn measure(
     // Users.
     eprintln!("registering {n} users…");
     let register_started = Instant::now();
-    let outcomes: Vec<Result<Registration>> = futures::stream::iter(0..n)
+    let mut users_created = 0;
+    let mut users_existing = 0;
+    // The first registration tells whether the server takes registrations at all.
+    let first = http::register(target.addr, &args.user(0), &args.password, REQUEST_TIMEOUT).await?;
+    let rest = if first == Registration::Closed {
+        eprintln!(
+            "registration is closed on this server: assuming {}0…{}{} exist with --password \
+(create them with `entente user add`)",
+            args.user_prefix,
+            args.user_prefix,
+            n - 1
+        );
+        0..0
+    } else {
+        1..n
+    };
+    let outcomes: Vec<Result<Registration>> = futures::stream::iter(rest)
         .map(|i| {
             let user = args.user(i);
             let password = args.password.clone();
@@ -909,12 +956,13 @@ async fn measure(
         .collect()
         .await;
     let register_s = register_started.elapsed().as_secs_f64();
-    let mut users_created = 0;
-    let mut users_existing = 0;
-    for outcome in outcomes {
+    let registration_closed = first == Registration::Closed;
+    for outcome in std::iter::once(Ok(first)).chain(outcomes) {
         match outcome? {
             Registration::Created => users_created += 1,
             Registration::AlreadyExists => users_existing += 1,
+            Registration::Closed if registration_closed => {}
+            Registration::Closed => bail!("the server closed registration during the run"),
         }
     }
 
@@ -1145,6 +1193,7 @@ async fn measure(
         body_bytes: args.body_size.max(encode_body(run_id, 0, 0, 0).len()),
         users_created,
         users_existing,
+        registration_closed,
         register_s,
         warmup_sign_ins: warmup,
         sign_in_s,
@@ -1291,12 +1340,12 @@ mod tests {
             &mut in_flight,
             &mut out,
         );
-        on_frame(
+        assert!(on_frame(
             r#"{"type":"error","id":"m1","code":"rate_limited","text":"slow down"}"#,
             &shared,
             &mut in_flight,
             &mut out,
-        );
+        ));
         on_frame(
             r#"{"type":"presence","from":"x@y","show":"available"}"#,
             &shared,
@@ -1413,6 +1462,7 @@ mod tests {
             body_bytes: 64,
             users_created: 100,
             users_existing: 0,
+            registration_closed: false,
             register_s: 3.25,
             warmup_sign_ins: 8,
             sign_in_s: 4.5,
