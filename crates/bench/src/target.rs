@@ -7,7 +7,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// Where the server's HTTP listener is, checked to be on this machine.
@@ -142,6 +142,29 @@ pub fn parse_listening_line(line: &str) -> Option<(&str, SocketAddr)> {
     Some((name, addr))
 }
 
+/// Reads one line (without its end) of at most `max` bytes; `None` at end of input. A longer
+/// line is an error, and invalid UTF-8 is replaced.
+pub async fn read_line_limited<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> Result<Option<String>> {
+    let mut buf = Vec::new();
+    let mut limited = reader.take(max as u64 + 1);
+    let n = limited.read_until(b'\n', &mut buf).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    } else if buf.len() > max {
+        bail!("the server printed a line longer than {max} bytes");
+    }
+    Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
+}
+
 /// How long a started server may take to print its HTTP listener.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a server may drain after SIGTERM before it is killed.
@@ -196,17 +219,14 @@ impl SpawnedServer {
             .take()
             .ok_or_else(|| anyhow!("no stdout pipe from the server"))?;
 
-        let mut lines = BufReader::new(stdout).lines();
+        let mut reader = BufReader::new(stdout);
         let wait_http = async {
-            while let Some(line) = lines.next_line().await? {
-                if line.len() > MAX_LINE {
-                    bail!("the server printed an over-long line");
-                }
+            while let Some(line) = read_line_limited(&mut reader, MAX_LINE).await? {
                 if let Some(("http", addr)) = parse_listening_line(&line) {
                     return Ok(Some(addr));
                 }
             }
-            Ok(None)
+            Ok::<_, anyhow::Error>(None)
         };
         let found = tokio::time::timeout(STARTUP_TIMEOUT, wait_http).await;
         let mut server = Self {
@@ -239,7 +259,10 @@ impl SpawnedServer {
         };
         server.http = HttpTarget::from_addr(addr)?;
         // Keep reading stdout so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        tokio::spawn(async move {
+            let mut sink = tokio::io::sink();
+            let _ = tokio::io::copy(&mut reader, &mut sink).await;
+        });
         Ok(server)
     }
 
@@ -384,6 +407,38 @@ mod tests {
         let value: toml::Table =
             toml::from_str(&render_config(&settings, Path::new("/d"))).unwrap();
         assert_eq!(value["hub"]["domain"].as_str(), Some("a\nb\u{1}c"));
+    }
+
+    #[tokio::test]
+    async fn output_lines_are_bounded() {
+        let input: &[u8] = b"listening http 127.0.0.1:1\r\nweb client x\n\xff\nlast";
+        let mut reader = BufReader::new(input);
+        let mut lines = Vec::new();
+        while let Some(line) = read_line_limited(&mut reader, 64).await.unwrap() {
+            lines.push(line);
+        }
+        assert_eq!(
+            lines,
+            [
+                "listening http 127.0.0.1:1",
+                "web client x",
+                "\u{fffd}",
+                "last"
+            ]
+        );
+
+        let long = vec![b'a'; 1000];
+        let mut reader = BufReader::new(&long[..]);
+        assert!(read_line_limited(&mut reader, 64).await.is_err());
+        // Exactly at the limit is fine, with or without a newline.
+        let mut reader = BufReader::new(&long[..64]);
+        assert_eq!(
+            read_line_limited(&mut reader, 64)
+                .await
+                .unwrap()
+                .map(|l| l.len()),
+            Some(64)
+        );
     }
 
     #[test]
