@@ -575,3 +575,71 @@ mod lossy {
         }
     }
 }
+
+mod lossy_subscriptions {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Runs `secs` seconds of virtual time, second by second, with carol's side approving
+    /// every watcher as soon as it asks (as a router with a permissive roster would).
+    fn run_approving(net: &mut Net, secs: u64) {
+        let mut seen = 0;
+        for _ in 0..secs {
+            net.advance(Duration::from_secs(1));
+            while seen < net.events_b.len() {
+                let e = net.events_b[seen].clone();
+                seen += 1;
+                if e == sub(
+                    "bob@hub.test",
+                    "carol@corp-b.test",
+                    SubscriptionKind::Subscribe,
+                ) {
+                    net.send(
+                        Side::B,
+                        sub(
+                            "carol@corp-b.test",
+                            "bob@hub.test",
+                            SubscriptionKind::Subscribed,
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn last_subscription_event(events: &[Event]) -> Option<SubscriptionKind> {
+        events.iter().rev().find_map(|e| match e {
+            Event::Subscription(s) => Some(s.kind),
+            _ => None,
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+        /// Losses early in a subscription's life never leave the two sides disagreeing once
+        /// the link is healthy again: bob is told he watches carol exactly when carol's side
+        /// holds bob as a watcher.
+        #[test]
+        fn both_sides_agree_after_early_losses(losses in proptest::collection::vec(any::<bool>(), 0..30)) {
+            let mut net = Net::new(Transport::Udp);
+            let mut i = 0;
+            net.drop = Box::new(move |_| {
+                let lost = losses.get(i).copied().unwrap_or(false);
+                i += 1;
+                lost
+            });
+            net.send(Side::A, sub("bob@hub.test", "carol@corp-b.test", SubscriptionKind::Subscribe));
+            run_approving(&mut net, 8000);
+            let a_view = last_subscription_event(&net.events_a);
+            let b_view = last_subscription_event(&net.events_b);
+            let a_watching = a_view == Some(SubscriptionKind::Subscribed);
+            let b_holds = b_view == Some(SubscriptionKind::Subscribe)
+                || b_view == Some(SubscriptionKind::Subscribed);
+            prop_assert_eq!(
+                a_watching, b_holds,
+                "A: {:?}\nB: {:?}", net.events_a, net.events_b
+            );
+        }
+    }
+}
