@@ -405,6 +405,8 @@ struct Driver {
     workers: Vec<mpsc::Sender<Job>>,
     /// SIP user → hub users watching them, from the subscriptions and probes we sent.
     watchers: HashMap<Address, HashSet<Address>>,
+    /// (hub user, SIP watcher) → the presence last sent, so that only changes are notified.
+    presence_sent: HashMap<(Address, Address), PresenceKind>,
 }
 
 struct Job {
@@ -446,6 +448,7 @@ impl Driver {
             sources: HashMap::new(),
             workers,
             watchers: HashMap::new(),
+            presence_sent: HashMap::new(),
         };
         (driver, tx)
     }
@@ -591,19 +594,37 @@ impl Driver {
     fn deliver(&mut self, event: Event) -> Result<(), Refusal> {
         let now = Instant::now();
         self.note_watch(&event);
-        if let Event::Subscription(s) = &event {
-            if s.kind == SubscriptionKind::Subscribed {
+        match &event {
+            Event::Subscription(s) if s.kind == SubscriptionKind::Subscribed => {
                 // An approval: the NOTIFY that activates the subscription carries the user's
                 // current presence, which the endpoint takes from the user's last broadcast.
                 if let Some(router) = self.shared.router.upgrade() {
+                    let kind = router.presence_of(&s.from);
+                    self.note_sent(&s.from, &s.to, Some(kind.clone()));
                     let current = Presence {
                         from: s.from.clone(),
                         to: None,
-                        kind: router.presence_of(&s.from),
+                        kind,
                     };
                     let _ = self.ep.send(Event::Presence(current), now);
                 }
             }
+            Event::Subscription(s) if s.kind == SubscriptionKind::Unsubscribed => {
+                self.note_sent(&s.from, &s.to, None);
+            }
+            Event::Presence(Presence {
+                from,
+                to: Some(to),
+                kind,
+            }) if *kind != PresenceKind::Probe => {
+                // Watchers are told of changes only: the same presence twice is one NOTIFY.
+                let key = (from.clone(), to.clone());
+                if self.presence_sent.get(&key) == Some(kind) {
+                    return Ok(());
+                }
+                self.note_sent(from, to, Some(kind.clone()));
+            }
+            _ => {}
         }
         self.ep.send(event, now).map_err(|e| match e {
             SendError::TooLarge => Refusal::new(ErrorCode::TooLarge, "too large for SIP"),
@@ -615,6 +636,23 @@ impl Driver {
             SendError::Build(e) => Refusal::new(ErrorCode::BadRequest, e.to_string()),
         })?;
         Ok(())
+    }
+
+    /// Remembers the presence last sent from a hub user to a SIP watcher (`None` forgets it).
+    fn note_sent(&mut self, from: &Address, to: &Address, kind: Option<PresenceKind>) {
+        let key = (from.clone(), to.clone());
+        match kind {
+            Some(kind) => {
+                if self.presence_sent.len() >= MAX_WATCHED && !self.presence_sent.contains_key(&key)
+                {
+                    self.presence_sent.clear();
+                }
+                self.presence_sent.insert(key, kind);
+            }
+            None => {
+                self.presence_sent.remove(&key);
+            }
+        }
     }
 
     /// Remembers which hub users watch which SIP users, for presence a partner publishes.

@@ -142,6 +142,32 @@ mod tests {
     }
 
     #[test]
+    fn every_cut_and_flipped_byte_is_salvaged_or_ignored_without_panic() {
+        let parser = SipxParser::default();
+        let mut data = REQ.to_vec();
+        data.extend_from_slice(b"Content-Length: 5\r\n\r\nhello");
+        let err = ParseError::Malformed("x".into());
+        for cut in 0..=data.len() {
+            let _ = refused_bytes(&parser, &data[..cut], &err, "h");
+        }
+        for i in 0..data.len() {
+            for b in [0u8, b'\r', b'\n', b':', b' ', 0xff, b'<', b';'] {
+                let mut m = data.clone();
+                m[i] = b;
+                if let Some((_, resp)) = refused_bytes(&parser, &m, &err, "h") {
+                    // Whatever is salvaged answers with a well-formed response.
+                    assert_eq!(parse(&resp).status(), Some(400));
+                }
+            }
+        }
+        // A header section beyond the salvage window is not searched at all.
+        let mut long = b"MESSAGE sip:a@b SIP/2.0\r\nSubject: ".to_vec();
+        long.extend(std::iter::repeat_n(b'a', 20_000));
+        long.extend_from_slice(b"\r\n\r\n");
+        assert!(refused_bytes(&parser, &long, &err, "h").is_none());
+    }
+
+    #[test]
     fn warnings_cannot_break_the_header() {
         let mut data = REQ.to_vec();
         data.extend_from_slice(b"\r\n");
