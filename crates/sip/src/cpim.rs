@@ -19,6 +19,8 @@ pub enum CpimError {
 pub struct Cpim<'a> {
     /// Inner media type, lower-cased, without parameters (`text/plain` if absent).
     pub content_type: String,
+    /// Its `charset` parameter, lower-cased.
+    pub charset: Option<String>,
     pub body: &'a [u8],
 }
 
@@ -67,18 +69,22 @@ pub fn parse(data: &[u8]) -> Result<Cpim<'_>, CpimError> {
         None => (rest, &[][..]),
     };
     let mime = header_lines(mime)?;
-    let content_type = mime
+    let value = mime
         .iter()
         .find(|(k, _)| k == "content-type")
-        .map(|(_, v)| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_else(|| "text/plain".to_string());
-    Ok(Cpim { content_type, body })
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("text/plain");
+    let content_type = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    Ok(Cpim {
+        content_type,
+        charset: crate::headers::charset_param(value),
+        body,
+    })
 }
 
 #[cfg(test)]

@@ -868,18 +868,27 @@ impl Endpoint {
             return Err(Refuse(413, None));
         }
         let ctype = content_type(msg).unwrap_or_else(|| "text/plain".into());
-        let (ctype, body) = if ctype == "message/cpim" {
+        let (ctype, charset, body) = if ctype == "message/cpim" {
             let c = cpim::parse(msg.body()).map_err(|e| Refuse(400, Some(e.to_string())))?;
-            (c.content_type, Bytes::copy_from_slice(c.body))
+            (c.content_type, c.charset, Bytes::copy_from_slice(c.body))
         } else {
-            (ctype, msg.body().clone())
+            let charset = msg.header("Content-Type").and_then(headers::charset_param);
+            (ctype, charset, msg.body().clone())
         };
         match ctype.as_str() {
             "text/plain" => {
                 // A message ends the sender's composing indication (RFC 3994 §4).
                 self.composing.remove(&(from.clone(), to.clone()));
-                let text = std::str::from_utf8(&body)
-                    .map_err(|_| Refuse(400, Some("body is not UTF-8".into())))?;
+                let text: String = match charset.as_deref() {
+                    None | Some("utf-8" | "utf8" | "us-ascii") => std::str::from_utf8(&body)
+                        .map_err(|_| Refuse(400, Some("body is not UTF-8".into())))?
+                        .to_string(),
+                    // Each ISO-8859-1 byte is the Unicode code point of the same value.
+                    Some("iso-8859-1" | "iso_8859-1" | "latin1" | "latin-1") => {
+                        body.iter().map(|&b| char::from(b)).collect()
+                    }
+                    Some(_) => return Err(Refuse(415, Some("unsupported charset".into()))),
+                };
                 if text.contains('\0') {
                     return Err(Refuse(400, Some("body contains NUL".into())));
                 }
@@ -890,7 +899,7 @@ impl Endpoint {
                     id: id.clone(),
                     from,
                     to,
-                    body: text.to_string(),
+                    body: text,
                     thread: None,
                     ts: self.wall(now),
                 }));

@@ -358,6 +358,12 @@ pub fn content_type(msg: &SipMessage) -> Option<String> {
     )
 }
 
+/// The `charset` parameter of a Content-Type value, lower-cased, unquoted.
+pub fn charset_param(content_type: &str) -> Option<String> {
+    let (_, params) = content_type.split_once(';')?;
+    param(&parse_params(params), "charset").map(|c| c.to_ascii_lowercase())
+}
+
 /// The event package of an `Event` header, lower-cased, without parameters.
 pub fn event_package(msg: &SipMessage) -> Option<String> {
     let v = msg.header("Event")?;

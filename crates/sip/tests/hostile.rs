@@ -483,3 +483,26 @@ fn prechecks_answer_before_any_method_logic() {
         .replace("MESSAGE sip:bob@hub.test", "MESSAGE tel:+15551234");
     assert_eq!(answer(tel.as_bytes()).0, Some(416));
 }
+
+#[test]
+fn charsets_are_honoured_or_refused() {
+    let latin1 = {
+        let mut d = request(
+            "Content-Type: text/plain; charset=ISO-8859-1\r\nContent-Length: 4\r\n",
+            "",
+        );
+        d.extend_from_slice(b"caf\xe9");
+        d
+    };
+    let (status, events, _) = answer(&latin1);
+    assert_eq!(status, Some(200));
+    let Event::Message(m) = &events[0] else {
+        panic!()
+    };
+    assert_eq!(m.body, "café");
+    let (status, events, _) = answer(&request(
+        "Content-Type: text/plain;charset=\"KOI8-R\"\r\nContent-Length: 1\r\n",
+        "x",
+    ));
+    assert_eq!((status, events.len()), (Some(415), 0));
+}
