@@ -182,6 +182,8 @@ async fn accept_loop(
     ids: Arc<AtomicU64>,
     tls: bool,
 ) -> std::io::Result<()> {
+    // Connections alive, handshakes included: beyond the cap new ones are closed at once.
+    let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -195,11 +197,18 @@ async fn accept_loop(
                 continue;
             }
         };
+        if live.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+            tracing::warn!(%peer, "too many SIP connections; refusing one");
+            drop(stream);
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let driver = driver.clone();
         let shared = shared.clone();
+        let guard = LiveGuard::new(live.clone());
         tokio::spawn(async move {
+            let _guard = guard;
             if tls {
                 let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.server.clone());
                 let stream = match tokio::time::timeout(
@@ -251,6 +260,22 @@ async fn accept_loop(
                 .await;
             }
         });
+    }
+}
+
+/// Counts a live connection for as long as it is held.
+struct LiveGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl LiveGuard {
+    fn new(count: Arc<std::sync::atomic::AtomicUsize>) -> LiveGuard {
+        count.fetch_add(1, Ordering::Relaxed);
+        LiveGuard(count)
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
