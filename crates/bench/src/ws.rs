@@ -366,7 +366,10 @@ impl SessionOutcome {
 }
 
 async fn sign_in(plan: &SessionPlan) -> Result<(Socket, String)> {
+    // A small read buffer: tungstenite zero-fills the whole buffer before each read, and many
+    // sessions share this process.
     let config = WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
         .max_message_size(Some(MAX_INCOMING))
         .max_frame_size(Some(MAX_INCOMING));
     let (mut ws, _) =
