@@ -9,7 +9,9 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use entente_model::{Event, Presence, PresenceKind, Show, Subscription, SubscriptionKind};
+use entente_model::{
+    Address, Event, Message, Presence, PresenceKind, Show, Subscription, SubscriptionKind,
+};
 use entente_sip::{Config, ConnectionId, Destination, Endpoint, Transport};
 
 fn main() -> std::io::Result<()> {
@@ -32,6 +34,29 @@ fn main() -> std::io::Result<()> {
     let mut ep = Endpoint::new(config, Instant::now(), time::OffsetDateTime::now_utc());
     let mut conns: HashMap<u64, TcpStream> = HashMap::new();
     let mut next_conn = 0u64;
+    // With CALL=<ip> set, bob@hub.test also messages carol@<ip> and watches her presence
+    // (e.g. the interop listener, which answers SUBSCRIBE with a PIDF NOTIFY).
+    if let Ok(ip) = std::env::var("CALL") {
+        let bob = Address::parse("bob@hub.test").map_err(std::io::Error::other)?;
+        let carol = Address::parse(&format!("carol@{ip}")).map_err(std::io::Error::other)?;
+        let now = Instant::now();
+        let hello = Event::Message(Message {
+            id: "hello-1".into(),
+            from: bob.clone(),
+            to: carol.clone(),
+            body: "hello carol from entente".into(),
+            thread: None,
+            ts: time::OffsetDateTime::now_utc(),
+        });
+        let watch = Event::Subscription(Subscription {
+            from: bob,
+            to: carol,
+            kind: SubscriptionKind::Subscribe,
+        });
+        for e in [hello, watch] {
+            ep.send(e, now).map_err(std::io::Error::other)?;
+        }
+    }
     let end = Instant::now() + Duration::from_secs(seconds);
     let mut buf = vec![0u8; 65536];
     println!("listening on udp+tcp {bind}");
