@@ -388,6 +388,14 @@ impl Endpoint {
             .entry(conn)
             .or_insert_with(|| (transport, StreamFramer::new(limits)));
         let result = framer.push(data);
+        // Each CRLFCRLF ping is answered with a CRLF pong (RFC 5626 §4.4.1).
+        let pings = framer.take_keepalives() / 2;
+        for _ in 0..pings.min(16) {
+            self.transmits.push_back(Transmit {
+                destination: Destination::Connection(conn),
+                payload: Bytes::from_static(b"\r\n"),
+            });
+        }
         match result {
             Ok(msgs) => {
                 for msg in msgs {

@@ -44,7 +44,10 @@
 //! - [`status`]: the single `ErrorCode` ⇄ SIP status mapping.
 //! - [`endpoint`]: everything above put together.
 //!
-//! SIP users appear in events as `user@domain` ([`entente_model::DomainKind::Sip`]).
+//! SIP users appear in events as `user@domain` ([`entente_model::DomainKind::Sip`]). The
+//! endpoint does not authenticate `From`: the driver or router checks that an event's `from`
+//! domain belongs to the partner the bytes came from (mutual TLS identity, pinned address).
+//! `README.md` beside this crate has the full SIP ⇄ canonical mapping and what was measured.
 
 pub mod cpim;
 pub mod endpoint;

@@ -72,6 +72,11 @@ pub trait StreamDecoder {
     fn push(&mut self, chunk: &[u8]) -> Result<Vec<SipMessage>, ParseError>;
     /// Bytes held for an incomplete message (a driver can time out a slow sender).
     fn pending(&self) -> usize;
+    /// CRLF pairs seen between messages since the last call (RFC 5626 §4.4.1: CRLFCRLF is a
+    /// keep-alive ping, to be answered with one CRLF).
+    fn take_keepalives(&mut self) -> usize {
+        0
+    }
 }
 
 /// The production parser: `sipx-sip` framing, our types and checks.
@@ -148,6 +153,10 @@ impl StreamDecoder for StreamFramer {
 
     fn pending(&self) -> usize {
         self.inner.pending()
+    }
+
+    fn take_keepalives(&mut self) -> usize {
+        self.inner.take_keepalives()
     }
 }
 

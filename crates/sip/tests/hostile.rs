@@ -506,3 +506,25 @@ fn charsets_are_honoured_or_refused() {
     ));
     assert_eq!((status, events.len()), (Some(415), 0));
 }
+
+#[test]
+fn crlf_keepalive_pings_get_pongs_on_streams_only() {
+    let (mut ep, t0) = endpoint();
+    ep.handle_stream_bytes(ConnectionId(3), Transport::Tcp, b"\r\n\r\n", t0)
+        .unwrap();
+    let pong = ep.poll_transmit().unwrap();
+    assert_eq!(
+        pong.destination,
+        entente_sip::Destination::Connection(ConnectionId(3))
+    );
+    assert_eq!(pong.payload.as_ref(), b"\r\n");
+    assert!(ep.poll_transmit().is_none());
+    // A flood of pings is answered boundedly per read; a datagram keep-alive gets nothing.
+    let flood = b"\r\n".repeat(1000);
+    ep.handle_stream_bytes(ConnectionId(3), Transport::Tcp, &flood, t0)
+        .unwrap();
+    assert_eq!(std::iter::from_fn(|| ep.poll_transmit()).count(), 16);
+    ep.handle_datagram("192.0.2.1:5060".parse().unwrap(), b"\r\n\r\n", t0)
+        .unwrap();
+    assert!(ep.poll_transmit().is_none());
+}
