@@ -841,6 +841,23 @@ impl WsReport {
 
 /// Runs the WebSocket benchmark and prints its report.
 pub async fn run(args: WsArgs) -> Result<()> {
+    let report = execute(&args).await?;
+    match args.json.as_deref() {
+        Some(path) if path.as_os_str() == "-" => {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Some(path) => {
+            print!("{}", report.table());
+            std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        None => print!("{}", report.table()),
+    }
+    Ok(())
+}
+
+/// Runs the WebSocket benchmark and returns its report (printing only progress on stderr).
+pub async fn execute(args: &WsArgs) -> Result<WsReport> {
     args.validate()?;
     let mut spawned = None;
     let target = match (&args.url, &args.spawn) {
@@ -867,7 +884,7 @@ pub async fn run(args: WsArgs) -> Result<()> {
         (None, None) => bail!("give --url or --spawn"),
     };
     let pid = spawned.as_ref().map(|s| s.pid()).or(args.server_pid);
-    let result = measure(&args, target, pid, &mut spawned).await;
+    let result = measure(args, target, pid, &mut spawned).await;
     let server_exit = match spawned {
         Some(mut server) => {
             let tail = server.log_tail();
@@ -897,18 +914,7 @@ pub async fn run(args: WsArgs) -> Result<()> {
         }
     };
     report.server_exit = server_exit;
-    match args.json.as_deref() {
-        Some(path) if path.as_os_str() == "-" => {
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        }
-        Some(path) => {
-            print!("{}", report.table());
-            std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        None => print!("{}", report.table()),
-    }
-    Ok(())
+    Ok(report)
 }
 
 fn read_memory(pid: Option<u32>) -> Result<Option<MemoryStatus>> {
