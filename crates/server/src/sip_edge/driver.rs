@@ -45,6 +45,8 @@ const MAX_SOURCES: usize = 10_000;
 /// Router workers; events from one sender always go to the same one, so they stay in order.
 const WORKERS: usize = 4;
 const WORKER_QUEUE: usize = 1024;
+/// Open transactions of each kind per endpoint (beyond it: 503 statelessly).
+const MAX_TRANSACTIONS: usize = 32_768;
 /// Hub users known to watch a SIP user (for presence a partner PUBLISHes), at most.
 const MAX_WATCHED: usize = 100_000;
 
@@ -134,6 +136,9 @@ fn endpoint_config(
         // A backstop only: the driver answers every MESSAGE itself by ANSWER_DEADLINE.
         message_answer_delay: ANSWER_DEADLINE + Duration::from_secs(20),
         instance: format!("{:08x}", rand::random::<u32>()),
+        // A UDP server transaction lingers 64·T1 (32 s) after its answer to absorb
+        // retransmissions: this many carry about 1000 requests/s over UDP.
+        max_transactions: MAX_TRANSACTIONS,
         ..Config::default()
     }
 }
