@@ -86,6 +86,12 @@ async fn garbage_truncation_and_lying_lengths_over_udp() {
     let r = peer.final_response(ANSWER).await.expect("an answer");
     assert_eq!(r.status(), Some(400), "{r}");
 
+    // A body over the hub's message limit (16 KiB): 413, nothing delivered.
+    let large = message(&via, "carol@corp-b.test", "bob", &"y".repeat(20_000));
+    peer.send(&large).await;
+    let r = peer.final_response(ANSWER).await.expect("an answer");
+    assert_eq!(r.status(), Some(413), "{r}");
+
     // Larger than the message limit: 513, or nothing; never a crash.
     let big = message(&via, "carol@corp-b.test", "bob", &"x".repeat(65_000));
     peer.send(&big).await;
