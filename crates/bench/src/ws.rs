@@ -341,6 +341,8 @@ struct SessionOutcome {
     failed: u64,
     delivered: u64,
     stale: u64,
+    out_of_order: u64,
+    last_seq: Option<u64>,
     errors: BTreeMap<String, u64>,
     last_delivery_us: Option<u64>,
     last_ack_us: Option<u64>,
@@ -357,6 +359,8 @@ impl SessionOutcome {
             failed: 0,
             delivered: 0,
             stale: 0,
+            out_of_order: 0,
+            last_seq: None,
             errors: BTreeMap::new(),
             last_delivery_us: None,
             last_ack_us: None,
@@ -442,6 +446,11 @@ fn on_frame(
                     report::record_latency(&mut out.latency, now.saturating_sub(stamp.sent_us));
                     out.delivered += 1;
                     out.last_delivery_us = Some(now);
+                    // Each session hears from one sender, whose numbers only grow.
+                    match out.last_seq {
+                        Some(last) if stamp.seq <= last => out.out_of_order += 1,
+                        _ => out.last_seq = Some(stamp.seq),
+                    }
                     shared.delivered.fetch_add(1, Ordering::Relaxed);
                 }
                 _ => out.stale += 1,
@@ -705,6 +714,7 @@ pub struct WsReport {
     pub delivered: u64,
     pub undelivered: u64,
     pub stale: u64,
+    pub out_of_order: u64,
     pub disconnects: usize,
     pub first_disconnect: Option<String>,
     pub errors: BTreeMap<String, u64>,
@@ -791,6 +801,7 @@ impl WsReport {
                 "not received by the end (sent, no error)",
                 Thousands(self.undelivered),
             )
+            .row("out of order or repeated", Thousands(self.out_of_order))
             .row("stale (earlier runs)", Thousands(self.stale))
             .row("disconnects", self.disconnects);
         if let Some(reason) = &self.first_disconnect {
@@ -1157,6 +1168,7 @@ async fn measure(
         total.failed += o.failed;
         total.delivered += o.delivered;
         total.stale += o.stale;
+        total.out_of_order += o.out_of_order;
         for (code, count) in o.errors {
             *total.errors.entry(code).or_default() += count;
         }
@@ -1218,6 +1230,7 @@ async fn measure(
             .saturating_sub(total.failed)
             .saturating_sub(total.delivered),
         stale: total.stale,
+        out_of_order: total.out_of_order,
         disconnects,
         first_disconnect,
         errors: total.errors,
@@ -1367,6 +1380,18 @@ mod tests {
         assert_eq!(out.delivered, 1);
         assert_eq!(out.latency.len(), 1);
         assert_eq!(out.stale, 1);
+        assert_eq!(out.out_of_order, 0);
+
+        // The next number is in order; a repeat and an older one are not.
+        let stamped = |seq| {
+            serde_json::json!({"type": "message", "body": encode_body(7, seq, 0, 0)}).to_string()
+        };
+        for seq in [1, 1, 0, 2] {
+            assert!(!on_frame(&stamped(seq), &shared, &mut in_flight, &mut out));
+        }
+        assert_eq!(out.delivered, 5);
+        assert_eq!(out.out_of_order, 2);
+        assert_eq!(out.last_seq, Some(2));
         assert_eq!(out.acked, 1);
         assert_eq!(out.ack_latency.len(), 1);
         assert_eq!(out.failed, 1);
@@ -1374,7 +1399,7 @@ mod tests {
         assert_eq!(out.errors.get("rate_limited"), Some(&1));
         assert_eq!(out.errors.get("unexpected_ack"), Some(&1));
         assert_eq!(out.errors.get("unreadable_frame"), Some(&2));
-        assert_eq!(shared.delivered.load(Ordering::Relaxed), 1);
+        assert_eq!(shared.delivered.load(Ordering::Relaxed), 5);
         assert_eq!(shared.acked.load(Ordering::Relaxed), 1);
         assert_eq!(shared.failed.load(Ordering::Relaxed), 1);
     }
@@ -1484,6 +1509,7 @@ mod tests {
             delivered: 99_990,
             undelivered: 0,
             stale: 0,
+            out_of_order: 0,
             disconnects: 0,
             first_disconnect: None,
             errors: BTreeMap::from([("rate_limited".to_string(), 10)]),

@@ -58,6 +58,7 @@ async fn pairs_deliver_every_message_once() {
     assert_eq!(report.delivered, 100);
     assert_eq!(report.failed, 0);
     assert_eq!(report.undelivered, 0);
+    assert_eq!(report.out_of_order, 0);
     assert_eq!(report.disconnects, 0, "{:?}", report.first_disconnect);
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!(report.latency.as_ref().map(|l| l.count), Some(100));
@@ -89,6 +90,7 @@ async fn ring_with_an_odd_count_and_paced_sending() {
     assert_eq!(report.sent, 30);
     assert_eq!(report.delivered, 30);
     assert_eq!(report.acked, 30);
+    assert_eq!(report.out_of_order, 0);
     assert_eq!(report.body_bytes, 300);
     assert_eq!(report.disconnects, 0, "{:?}", report.first_disconnect);
     assert_eq!(report.server_exit.as_deref(), Some("0 after SIGTERM"));
