@@ -394,7 +394,17 @@ impl Open {
             now: (core.cfg.wall_clock)(),
         };
         match translate::incoming(el, &from, &to, &ctx) {
-            Incoming::Event(e) => core.output(Output::Event(e)),
+            Incoming::Event(e) => {
+                if let (entente_model::Event::Message(m), Some(resource)) = (&e, from.resource()) {
+                    if !m.id.is_empty() {
+                        let full = format!("{}/{}", m.from, resource.as_str());
+                        if let Ok(mut senders) = core.cfg.senders.lock() {
+                            senders.record(m.from.to_string(), m.id.clone(), full);
+                        }
+                    }
+                }
+                core.output(Output::Event(e))
+            }
             Incoming::Reply(r) => core.output(Output::Reply(r)),
             Incoming::Ignored(_) => {}
         }

@@ -55,6 +55,37 @@ pub struct Config {
     pub max_pairs_per_stream: usize,
     /// Wall clock stamped on received messages.
     pub wall_clock: fn() -> OffsetDateTime,
+    /// Full JIDs of recent message senders, shared by every stream of the gateway, so that an
+    /// error about a message reaches the resource that sent it (RFC 6121 §8.5.2.1.1: a server
+    /// drops an error message addressed to a bare JID).
+    pub(crate) senders: std::sync::Arc<std::sync::Mutex<SenderResources>>,
+}
+
+/// A bounded record of (bare sender, message id) → the sender's full JID.
+#[derive(Debug, Default)]
+pub(crate) struct SenderResources {
+    map: std::collections::HashMap<(String, String), String>,
+    order: VecDeque<(String, String)>,
+}
+
+impl SenderResources {
+    const CAPACITY: usize = 4096;
+
+    pub(crate) fn record(&mut self, bare: String, id: String, full: String) {
+        let key = (bare, id);
+        if self.map.insert(key.clone(), full).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > Self::CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+    }
+
+    pub(crate) fn full_jid(&self, bare: &str, id: &str) -> Option<&String> {
+        self.map.get(&(bare.to_string(), id.to_string()))
+    }
 }
 
 impl Config {
@@ -79,6 +110,7 @@ impl Config {
             max_queued_per_pair: 1000,
             max_pairs_per_stream: 64,
             wall_clock: OffsetDateTime::now_utc,
+            senders: Default::default(),
         }
     }
 

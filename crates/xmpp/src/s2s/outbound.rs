@@ -462,7 +462,20 @@ impl Outbound {
             .map(|a| a.domain().to_string())
             .ok_or(SendError::Translate(TranslateError::NoRecipient))?;
         let core = &mut self.core;
-        let el = translate::outgoing(&event, &mut || core.new_id())?;
+        let mut el = translate::outgoing(&event, &mut || core.new_id())?;
+        if let Event::Failure(f) = &event {
+            // Address the error to the resource that sent the message, when it is known.
+            let full = core
+                .cfg
+                .senders
+                .lock()
+                .ok()
+                .and_then(|s| s.full_jid(&f.to.to_string(), &f.id).cloned());
+            if let (Some(full), Ok(name)) = (full, rxml::NcName::try_from("to")) {
+                el.attrs_mut()
+                    .insert(rxml::Namespace::none().clone(), name, full);
+            }
+        }
         self.enqueue(DomainPair { local, remote }, Queued::Event(event, el))
     }
 
