@@ -149,12 +149,12 @@ async fn answer_login(
 ) -> AccountAnswer {
     let hub = state.router.hub_domain();
     let (screen_name, verify) = match request {
-        AccountRequest::Md5Password { screen_name } | AccountRequest::Password { screen_name } => {
-            (screen_name, None)
-        }
+        AccountRequest::Md5Password { screen_name, .. }
+        | AccountRequest::Password { screen_name, .. } => (screen_name, None),
         AccountRequest::VerifyPassword {
             screen_name,
             password,
+            ..
         } => (screen_name, Some(password)),
     };
     let Some(name) = account_name(screen_name, hub) else {

@@ -363,6 +363,12 @@ impl Router {
                     restored.map_err(internal)?;
                     self.push(&s.from, Delivery::RosterChanged);
                 }
+                if result.is_ok() && s.kind == SubscriptionKind::Subscribed && !self.is_local(&s.to)
+                {
+                    // A newly approved federated contact gets our presence (RFC 6121 §3.1.5).
+                    self.send_presence(&s.from, &s.to, self.presence_of(&s.from))
+                        .await;
+                }
                 result
             }
             event => self.route(event).await,

@@ -334,3 +334,32 @@ mod tests {
         let _ = key;
     }
 }
+
+#[cfg(test)]
+mod handshake_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn our_client_and_server_configs_complete_a_handshake_and_see_each_others_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.storage.data_dir = dir.path().join("data");
+        config.hub.domain = "hub.example".into();
+        ensure_certificate(&config).unwrap();
+        let ctx = TlsContext::load(&config).unwrap();
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let acceptor = tokio_rustls::TlsAcceptor::from(ctx.server.clone());
+        let connector = tokio_rustls::TlsConnector::from(ctx.client.clone());
+        let name = ServerName::try_from("hub.example".to_string()).unwrap();
+        let (server, client) = tokio::join!(acceptor.accept(a), connector.connect(name, b));
+        let (server, client) = (server.unwrap(), client.unwrap());
+        assert_eq!(
+            server.get_ref().1.peer_certificates().map(|c| c.len()),
+            Some(1)
+        );
+        assert_eq!(
+            client.get_ref().1.peer_certificates().map(|c| c.len()),
+            Some(1)
+        );
+    }
+}

@@ -396,16 +396,24 @@ impl XmppEdge {
         let mut buf = vec![0u8; 16 * 1024];
         let mut reason = "closed";
         'run: loop {
-            while let Some(bytes) = machine.poll_transmit() {
-                if io.write_all(&bytes).await.is_err() {
-                    reason = "write failed";
-                    break 'run;
+            // Handling an output may queue more bytes (a new stream header after TLS), so
+            // writing and handling alternate until both are drained.
+            loop {
+                while let Some(bytes) = machine.poll_transmit() {
+                    tracing::trace!(data = %String::from_utf8_lossy(&bytes), "xmpp >>");
+                    if io.write_all(&bytes).await.is_err() {
+                        reason = "write failed";
+                        break 'run;
+                    }
                 }
-            }
-            while let Some(out) = machine.poll_event() {
+                let Some(out) = machine.poll_event() else {
+                    break;
+                };
+                tracing::trace!(output = ?out, "xmpp output");
                 match out {
                     Output::StartTls => {
                         while let Some(bytes) = machine.poll_transmit() {
+                            tracing::trace!(data = %String::from_utf8_lossy(&bytes), "xmpp >> (before TLS)");
                             let _ = io.write_all(&bytes).await;
                         }
                         match io.start_client(&self.tls, &remote).await {
@@ -456,7 +464,10 @@ impl XmppEdge {
             let deadline = machine.poll_timeout();
             tokio::select! {
                 r = io.read(&mut buf) => match r {
-                    Ok(n) if n > 0 => machine.handle_input(&buf[..n], Instant::now()),
+                    Ok(n) if n > 0 => {
+                        tracing::trace!(data = %String::from_utf8_lossy(&buf[..n]), "xmpp <<");
+                        machine.handle_input(&buf[..n], Instant::now())
+                    }
                     _ => machine.handle_eof(Instant::now()),
                 },
                 cmd = rx.recv() => match cmd {
@@ -519,15 +530,21 @@ impl XmppEdge {
         let mut certified: Vec<String> = Vec::new();
         let mut buf = vec![0u8; 16 * 1024];
         'run: loop {
-            while let Some(bytes) = machine.poll_transmit() {
-                if io.write_all(&bytes).await.is_err() {
-                    break 'run;
+            loop {
+                while let Some(bytes) = machine.poll_transmit() {
+                    tracing::trace!(data = %String::from_utf8_lossy(&bytes), "xmpp >>");
+                    if io.write_all(&bytes).await.is_err() {
+                        break 'run;
+                    }
                 }
-            }
-            while let Some(out) = machine.poll_event() {
+                let Some(out) = machine.poll_event() else {
+                    break;
+                };
+                tracing::trace!(output = ?out, "xmpp output");
                 match out {
                     Output::StartTls => {
                         while let Some(bytes) = machine.poll_transmit() {
+                            tracing::trace!(data = %String::from_utf8_lossy(&bytes), "xmpp >> (before TLS)");
                             let _ = io.write_all(&bytes).await;
                         }
                         match io.start_server(&self.tls).await {
@@ -586,7 +603,10 @@ impl XmppEdge {
             let deadline = machine.poll_timeout();
             tokio::select! {
                 r = io.read(&mut buf) => match r {
-                    Ok(n) if n > 0 => machine.handle_input(&buf[..n], Instant::now()),
+                    Ok(n) if n > 0 => {
+                        tracing::trace!(data = %String::from_utf8_lossy(&buf[..n]), "xmpp <<");
+                        machine.handle_input(&buf[..n], Instant::now())
+                    }
                     _ => machine.handle_eof(Instant::now()),
                 },
                 Some((request, valid)) = verify_rx.recv() => machine.dialback_verified(&request, valid, Instant::now()),

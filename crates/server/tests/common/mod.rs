@@ -84,7 +84,10 @@ impl Server {
         let mut child = Command::new(binary())
             .args(["serve", "--config"])
             .arg(self.config_path())
-            .env("ENTENTE_LOG", "warn")
+            .env(
+                "ENTENTE_LOG",
+                std::env::var("ENTENTE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
