@@ -265,6 +265,8 @@ struct Notifier {
     dialog: Dialog,
     state: NotifierState,
     expires_at: Instant,
+    /// The presence last notified, so that an unchanged presence is not sent again.
+    last_sent: Option<PresenceKind>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1054,6 +1056,7 @@ impl Endpoint {
             },
             state: NotifierState::Pending,
             expires_at: now + Duration::from_secs(granted.into()),
+            last_sent: None,
         };
         let extra = vec![
             ("Expires", granted.to_string()),
@@ -1474,6 +1477,8 @@ impl Endpoint {
                 n.state == NotifierState::Active
                     && n.dialog.local == p.from
                     && p.to.as_ref().is_none_or(|to| *to == n.dialog.remote)
+                    // Watchers hear of changes only.
+                    && n.last_sent.as_ref() != Some(&p.kind)
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -1766,6 +1771,7 @@ impl Endpoint {
                 if req.set_body(pidf::CONTENT_TYPE, body).is_err() {
                     return;
                 }
+                n.last_sent = Some(kind.clone());
             }
         }
         let dest = self.dialog_destination(&n.dialog);

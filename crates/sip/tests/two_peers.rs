@@ -285,6 +285,21 @@ fn presence_subscription_lifecycle_with_refresh_in_both_roles() {
         })]
     );
     net.events_a.clear();
+    // The same presence again is not a change: no NOTIFY.
+    let notifies = net.sent(Side::B, "NOTIFY").len();
+    net.send(
+        Side::B,
+        Event::Presence(Presence {
+            from: addr("carol@corp-b.test"),
+            to: None,
+            kind: PresenceKind::Available {
+                show: Show::Away,
+                status: Some("lunch <back at 2>".into()),
+            },
+        }),
+    );
+    assert_eq!(net.sent(Side::B, "NOTIFY").len(), notifies);
+    assert!(net.events_a.is_empty());
 
     // Two refresh cycles of the 3600 s subscription: no subscription event on either side.
     net.advance(Duration::from_secs(7200));
