@@ -94,14 +94,35 @@ fn local_address(jid: &Jid, ctx: &Context) -> Option<Address> {
     Address::new(node.as_str(), jid.domain().as_str(), *kind).ok()
 }
 
-fn error_stanza_for(el: &Element, from: &Jid, to: &Jid, code: ErrorCode) -> Reply {
+/// What a bounce needs to know of the stanza it answers: kept before the stanza is consumed.
+struct Origin {
+    name: String,
+    id: Option<String>,
+    type_: Option<String>,
+}
+
+impl Origin {
+    fn of(el: &Element) -> Origin {
+        Origin {
+            name: el.name().to_string(),
+            id: el.attr("id").map(str::to_string),
+            type_: el.attr("type").map(str::to_string),
+        }
+    }
+
+    fn is_error(&self) -> bool {
+        self.type_.as_deref() == Some("error")
+    }
+}
+
+fn error_stanza_for(el: &Origin, from: &Jid, to: &Jid, code: ErrorCode) -> Reply {
     let (type_, condition) = condition_for_code(code);
     stanza_error_reply(el, from, to, type_, condition)
 }
 
 /// Bounces `el` back to its sender with a stanza error, keeping only its name and id.
 fn stanza_error_reply(
-    el: &Element,
+    el: &Origin,
     from: &Jid,
     to: &Jid,
     type_: ErrorType,
@@ -114,8 +135,8 @@ fn stanza_error_reply(
         texts: BTreeMap::new(),
         other: None,
     };
-    let id = el.attr("id").map(str::to_string);
-    let element = match el.name() {
+    let id = el.id.clone();
+    let element = match el.name.as_str() {
         "iq" => Iq::Error {
             from: Some(to.clone()),
             to: Some(from.clone()),
@@ -154,15 +175,14 @@ pub fn incoming(el: Element, from: &Jid, to: &Jid, ctx: &Context) -> Incoming {
     }
 }
 
-fn is_error(el: &Element) -> bool {
-    el.attr("type") == Some("error")
-}
-
 fn incoming_message(el: Element, from: &Jid, to: &Jid, ctx: &Context) -> Incoming {
-    let parsed = match XMessage::try_from(el.clone()) {
+    let origin = Origin::of(&el);
+    let parsed = match XMessage::try_from(el) {
         Ok(m) => m,
-        Err(_) if is_error(&el) => return Incoming::Ignored("malformed error message"),
-        Err(_) => return Incoming::Reply(error_stanza_for(&el, from, to, ErrorCode::BadRequest)),
+        Err(_) if origin.is_error() => return Incoming::Ignored("malformed error message"),
+        Err(_) => {
+            return Incoming::Reply(error_stanza_for(&origin, from, to, ErrorCode::BadRequest))
+        }
     };
     let id = parsed.id.as_ref().map(|i| i.0.clone()).unwrap_or_default();
     let (Some(sender), Some(recipient)) = (peer_address(from), local_address(to, ctx)) else {
@@ -170,7 +190,7 @@ fn incoming_message(el: Element, from: &Jid, to: &Jid, ctx: &Context) -> Incomin
             return Incoming::Ignored("error message to or from a non-user address");
         }
         return Incoming::Reply(stanza_error_reply(
-            &el,
+            &origin,
             from,
             to,
             ErrorType::Cancel,
@@ -201,7 +221,7 @@ fn incoming_message(el: Element, from: &Jid, to: &Jid, ctx: &Context) -> Incomin
         }
         MessageType::Groupchat => {
             return Incoming::Reply(stanza_error_reply(
-                &el,
+                &origin,
                 from,
                 to,
                 ErrorType::Cancel,
@@ -216,7 +236,7 @@ fn incoming_message(el: Element, from: &Jid, to: &Jid, ctx: &Context) -> Incomin
         .or_else(|| xhtml_text(&parsed.payloads, ctx.max_body_bytes + 1));
     if let Some(body) = body {
         if body.len() > ctx.max_body_bytes {
-            return Incoming::Reply(error_stanza_for(&el, from, to, ErrorCode::TooLarge));
+            return Incoming::Reply(error_stanza_for(&origin, from, to, ErrorCode::TooLarge));
         }
         return Incoming::Event(Event::Message(Message {
             id,
@@ -292,10 +312,13 @@ fn collect_text(el: &Element, out: &mut String, limit: usize) {
 }
 
 fn incoming_presence(el: Element, from: &Jid, to: &Jid, ctx: &Context) -> Incoming {
-    let parsed = match XPresence::try_from(el.clone()) {
+    let origin = Origin::of(&el);
+    let parsed = match XPresence::try_from(el) {
         Ok(p) => p,
-        Err(_) if is_error(&el) => return Incoming::Ignored("malformed error presence"),
-        Err(_) => return Incoming::Reply(error_stanza_for(&el, from, to, ErrorCode::BadRequest)),
+        Err(_) if origin.is_error() => return Incoming::Ignored("malformed error presence"),
+        Err(_) => {
+            return Incoming::Reply(error_stanza_for(&origin, from, to, ErrorCode::BadRequest))
+        }
     };
     let (Some(sender), Some(recipient)) = (peer_address(from), local_address(to, ctx)) else {
         return Incoming::Ignored("presence to or from a non-user address");
@@ -358,18 +381,21 @@ fn incoming_presence(el: Element, from: &Jid, to: &Jid, ctx: &Context) -> Incomi
 }
 
 fn incoming_iq(el: Element, from: &Jid, to: &Jid) -> Incoming {
-    let parsed = match Iq::try_from(el.clone()) {
+    let origin = Origin::of(&el);
+    let parsed = match Iq::try_from(el) {
         Ok(iq) => iq,
-        Err(_) if is_error(&el) || el.attr("type") == Some("result") => {
+        Err(_) if origin.is_error() || origin.type_.as_deref() == Some("result") => {
             return Incoming::Ignored("malformed iq answer")
         }
-        Err(_) => return Incoming::Reply(error_stanza_for(&el, from, to, ErrorCode::BadRequest)),
+        Err(_) => {
+            return Incoming::Reply(error_stanza_for(&origin, from, to, ErrorCode::BadRequest))
+        }
     };
     match parsed {
         Iq::Get { id, payload, .. } if payload.is("query", ns::DISCO_INFO) => {
             if payload.attr("node").is_some() {
                 return Incoming::Reply(stanza_error_reply(
-                    &el,
+                    &origin,
                     from,
                     to,
                     ErrorType::Cancel,
@@ -411,7 +437,7 @@ fn incoming_iq(el: Element, from: &Jid, to: &Jid) -> Incoming {
             Incoming::Reply(reply(to, from, iq.into()))
         }
         Iq::Get { .. } | Iq::Set { .. } => Incoming::Reply(stanza_error_reply(
-            &el,
+            &origin,
             from,
             to,
             ErrorType::Cancel,
