@@ -328,6 +328,8 @@ pub struct Endpoint {
     last_presence: HashMap<Address, PresenceKind>,
     /// Remote users shown as composing, and when that lapses (RFC 3994 §4 refresh).
     composing: HashMap<(Address, Address), Instant>,
+    /// Local users composing towards SIP users: next refresh of "active", and when to stop.
+    composing_out: HashMap<(Address, Address), (Instant, Instant)>,
 }
 
 impl Endpoint {
@@ -351,6 +353,7 @@ impl Endpoint {
             out_publications: HashMap::new(),
             last_presence: HashMap::new(),
             composing: HashMap::new(),
+            composing_out: HashMap::new(),
         }
     }
 
@@ -468,7 +471,11 @@ impl Endpoint {
             .flatten();
         let publications = self.publications.values().map(|p| p.expires_at);
         let out_publications = self.out_publications.values().filter_map(|p| p.refresh_at);
-        let composing = self.composing.values().copied();
+        let composing = self
+            .composing
+            .values()
+            .copied()
+            .chain(self.composing_out.values().map(|(refresh, _)| *refresh));
         clients
             .chain(composing)
             .chain(out_publications)
@@ -577,6 +584,23 @@ impl Endpoint {
                 to,
                 state: ChatState::Paused,
             }));
+        }
+        // Local users still composing: refresh "active" before the peer lets it lapse, for
+        // at most COMPOSING_REFRESH_LIMIT.
+        let due: Vec<((Address, Address), Instant)> = self
+            .composing_out
+            .iter()
+            .filter(|(_, (refresh, _))| *refresh <= now)
+            .map(|(k, (_, until))| (k.clone(), *until))
+            .collect();
+        for ((from, to), until) in due {
+            if now >= until {
+                self.composing_out.remove(&(from, to));
+                continue;
+            }
+            self.composing_out
+                .insert((from.clone(), to.clone()), (now + COMPOSING_REFRESH, until));
+            let _ = self.send_is_composing(&from, &to, ChatState::Composing, now);
         }
         // Our own publications due for a refresh (SIP-If-Match, no body).
         let due: Vec<OutKey> = self
@@ -931,20 +955,25 @@ impl Endpoint {
                 let doc = iscomposing::parse(&body, &self.config.xml_limits)
                     .map_err(|e| Refuse(400, Some(e.to_string())))?;
                 let pair = (from.clone(), to.clone());
-                if doc.active {
+                let changed = if doc.active {
                     // RFC 3994 §4: without a refresh within `refresh` seconds (120 by
                     // default) the sender is idle again.
                     let secs = doc.refresh.unwrap_or(120).clamp(1, 3600);
                     self.composing
-                        .insert(pair, now + Duration::from_secs(secs.into()));
+                        .insert(pair, now + Duration::from_secs(secs.into()))
+                        .is_none()
                 } else {
                     self.composing.remove(&pair);
+                    true
+                };
+                // A refresh of an indication already shown is not news.
+                if changed {
+                    self.events.push_back(Event::Typing(Typing {
+                        from,
+                        to,
+                        state: doc.chat_state(),
+                    }));
                 }
-                self.events.push_back(Event::Typing(Typing {
-                    from,
-                    to,
-                    state: doc.chat_state(),
-                }));
                 self.respond(key, msg, 200, None, Vec::new(), now);
                 Ok(())
             }
@@ -1435,6 +1464,8 @@ impl Endpoint {
         if m.body.len() > self.config.max_body_bytes {
             return Err(SendError::TooLarge);
         }
+        // A message ends our composing indication at the receiver (RFC 3994 §4).
+        self.composing_out.remove(&(m.from.clone(), m.to.clone()));
         let mut req = self.new_request(Method::Message, &m.from, &m.to)?;
         req.set_body("text/plain;charset=UTF-8", m.body.into_bytes())?;
         let purpose = Purpose::Message {
@@ -1448,6 +1479,29 @@ impl Endpoint {
     }
 
     fn send_typing(&mut self, t: Typing, now: Instant) -> Result<(), SendError> {
+        let pair = (t.from.clone(), t.to.clone());
+        if t.state == ChatState::Composing {
+            let until = now + COMPOSING_REFRESH_LIMIT;
+            self.composing_out
+                .insert(pair, (now + COMPOSING_REFRESH, until));
+        } else {
+            self.composing_out.remove(&pair);
+        }
+        self.send_is_composing(&t.from, &t.to, t.state, now)
+    }
+
+    fn send_is_composing(
+        &mut self,
+        from: &Address,
+        to: &Address,
+        state: ChatState,
+        now: Instant,
+    ) -> Result<(), SendError> {
+        let t = Typing {
+            from: from.clone(),
+            to: to.clone(),
+            state,
+        };
         let doc = iscomposing::IsComposing::from_chat_state(t.state);
         let mut req = self.new_request(Method::Message, &t.from, &t.to)?;
         req.set_body(iscomposing::CONTENT_TYPE, iscomposing::build(doc))?;
@@ -2020,6 +2074,11 @@ impl Endpoint {
         Some(resp)
     }
 }
+
+/// How often an outgoing "active" isComposing is repeated: before the 60 s refresh we announce.
+const COMPOSING_REFRESH: Duration = Duration::from_secs(50);
+/// Longest a single canonical "composing" keeps being refreshed without news.
+const COMPOSING_REFRESH_LIMIT: Duration = Duration::from_secs(300);
 
 const ALLOW: &str = "MESSAGE, SUBSCRIBE, NOTIFY, PUBLISH, OPTIONS";
 const ACCEPT: &str =

@@ -658,3 +658,43 @@ mod lossy_subscriptions {
         }
     }
 }
+
+fn typing(state: ChatState) -> Event {
+    Event::Typing(Typing {
+        from: addr("bob@hub.test"),
+        to: addr("carol@corp-b.test"),
+        state,
+    })
+}
+
+#[test]
+fn composing_is_refreshed_while_it_lasts_and_ends_with_a_message() {
+    let mut net = Net::new(Transport::Udp);
+    net.send(Side::A, typing(ChatState::Composing));
+    net.advance(Duration::from_secs(200));
+    let indications = |net: &Net| {
+        net.sent(Side::A, "MESSAGE")
+            .iter()
+            .filter(|p| p.text.contains("im-iscomposing"))
+            .count()
+    };
+    // Refreshed every 50 s, shown once at B: still composing.
+    assert_eq!(indications(&net), 5);
+    assert_eq!(net.events_b, vec![typing(ChatState::Composing)]);
+    // A text message ends it at both ends: no more refreshes, no lapse event.
+    net.send(Side::A, message("m8", "done typing"));
+    net.advance(Duration::from_secs(400));
+    assert_eq!(indications(&net), 5);
+    assert_eq!(net.events_b.len(), 2, "{:?}", net.events_b);
+    assert!(matches!(net.events_b[1], Event::Message(_)));
+
+    // Without news, refreshing stops after 300 s and the peer lets it lapse.
+    net.events_b.clear();
+    net.send(Side::A, typing(ChatState::Composing));
+    net.advance(Duration::from_secs(600));
+    assert_eq!(
+        net.events_b,
+        vec![typing(ChatState::Composing), typing(ChatState::Paused)]
+    );
+    assert_eq!(net.a.poll_timeout(), None);
+}
