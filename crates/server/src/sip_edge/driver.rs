@@ -36,11 +36,13 @@ const UDP_REQUEST_LIMIT: usize = 1300;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Writes that may wait for one connection before its peer is deemed not to read.
+const LINK_QUEUE: usize = 4096;
 /// Most stream connections per driver, inbound and outbound together.
 const MAX_CONNECTIONS: usize = 1024;
 /// Requests per second (and burst) one source IP may send before it is answered 503.
-const SOURCE_RATE: f64 = 500.0;
-const SOURCE_BURST: u32 = 1000;
+const SOURCE_RATE: f64 = 2000.0;
+const SOURCE_BURST: u32 = 4000;
 const MAX_SOURCES: usize = 10_000;
 /// Router workers; events from one sender always go to the same one, so they stay in order.
 const WORKERS: usize = 4;
@@ -298,7 +300,7 @@ async fn run_link<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, mut out) = mpsc::channel::<Bytes>(256);
+    let (tx, mut out) = mpsc::channel::<Bytes>(LINK_QUEUE);
     let link = Link {
         tx,
         transport,
@@ -313,6 +315,12 @@ async fn run_link<S>(
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         tokio::select! {
+            // Answers first: a peer that sends fast still gets them out in time.
+            biased;
+            b = out.recv() => match b {
+                Some(b) => if w.write_all(&b).await.is_err() { break },
+                None => break,
+            },
             n = tokio::time::timeout(IDLE_TIMEOUT, r.read(&mut buf)) => match n {
                 Ok(Ok(n)) if n > 0 => {
                     let data = Bytes::copy_from_slice(buf.get(..n).unwrap_or(&[]));
@@ -321,10 +329,6 @@ async fn run_link<S>(
                     }
                 }
                 _ => break,
-            },
-            b = out.recv() => match b {
-                Some(b) => if w.write_all(&b).await.is_err() { break },
-                None => break,
             },
             _ = shared.shutdown.cancelled() => break,
         }
@@ -743,11 +747,7 @@ impl Driver {
                 }
             }
             Destination::Connection(ConnectionId(id)) => {
-                let sent = self
-                    .links
-                    .get(id)
-                    .is_some_and(|l| l.tx.try_send(t.payload.clone()).is_ok());
-                if !sent {
+                if !self.write(*id, t.payload.clone()) {
                     self.ep.handle_transport_error(&t, Instant::now());
                 }
             }
@@ -789,9 +789,9 @@ impl Driver {
 
     /// Sends on the connection to `key`, opening one when there is none.
     fn send_stream(&mut self, key: (SocketAddr, Transport), domain: String, t: Transmit) {
-        if let Some(id) = self.outbound.get(&key) {
-            if let Some(link) = self.links.get(id) {
-                if link.tx.try_send(t.payload.clone()).is_err() {
+        if let Some(id) = self.outbound.get(&key).copied() {
+            if self.links.contains_key(&id) {
+                if !self.write(id, t.payload.clone()) {
                     self.ep.handle_transport_error(&t, Instant::now());
                 }
                 return;
@@ -939,8 +939,23 @@ impl Driver {
     }
 
     fn send_on(&mut self, id: u64, bytes: Bytes) {
-        if let Some(link) = self.links.get(&id) {
-            let _ = link.tx.try_send(bytes);
+        self.write(id, bytes);
+    }
+
+    /// Queues bytes for a connection. A peer that lets [`LINK_QUEUE`] writes pile up is not
+    /// reading: it is cut off rather than have answers silently dropped.
+    fn write(&mut self, id: u64, bytes: Bytes) -> bool {
+        let Some(link) = self.links.get(&id) else {
+            return false;
+        };
+        match link.tx.try_send(bytes) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(peer = %link.peer, "SIP peer does not read what it is sent; closing");
+                self.drop_link(id);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 
