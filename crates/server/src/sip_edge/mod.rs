@@ -6,6 +6,17 @@
 //! `auth = "none"`) and one for TLS (partners with `auth = "certificate"`), so that each writes
 //! its own listener's port in Via and Contact. Partners are reached at their configured
 //! `address` only; RFC 3263 (NAPTR/SRV) resolution is not done yet.
+//!
+//! - A request reaches an endpoint only when its From domain is a configured SIP partner and,
+//!   for a certificate partner, it came over TLS with a certificate valid for that domain
+//!   (RFC 5922, [`TlsContext::verified_domains`](crate::tls::TlsContext::verified_domains));
+//!   otherwise the driver answers 403 itself. Bytes the parser refuses get a 400 (513 for a
+//!   size limit) when their header section is still readable.
+//! - Events go to the router with `Origin::Partner { domain }` of their sender. An incoming
+//!   MESSAGE is answered 200 only once `Router::submit` returned `Ok` (the hub committed it);
+//!   a refusal is answered with the status `entente_sip::status` maps its error code to, and a
+//!   hub that takes longer than [`ANSWER_DEADLINE`] gets the sender a 500 (never a 200).
+//! - Requests to a UDP partner larger than 1300 bytes go over TCP (RFC 3261 §18.1.1).
 
 mod driver;
 mod reply;
