@@ -1,6 +1,8 @@
-//! A minimal blocking driver for trying the s2s machines against a real XMPP server over loopback.
-//! Plaintext only (no TLS, so dialback authenticates every pair): for interop checks, never for
-//! production. The real driver (tokio, rustls, DNS) lives in the server.
+//! A minimal blocking driver for trying the s2s machines against a real XMPP server over loopback:
+//! for interop checks, never for production (it accepts any certificate, so dialback
+//! authenticates every pair). The real driver (tokio, rustls, DNS) lives in the server.
+//! Plaintext by default; `--tls` requires STARTTLS both ways (rustls, a self-signed certificate
+//! for `--domain`).
 //!
 //! It listens as `--domain` (default hub.test) on `--listen`, accepts streams from the peer,
 //! checks their dialback keys by asking the peer at `--peer-addr` with `db:verify`, prints every
@@ -11,7 +13,7 @@
 //!     --peer-addr 127.0.0.1:5270 --messages 1
 
 use std::collections::BTreeMap;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -27,6 +29,7 @@ struct Args {
     peer_addr: String,
     messages: usize,
     timeout: Duration,
+    tls: bool,
 }
 
 fn args() -> Args {
@@ -37,9 +40,14 @@ fn args() -> Args {
         peer_addr: "127.0.0.1:5270".into(),
         messages: 1,
         timeout: Duration::from_secs(60),
+        tls: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--tls" {
+            a.tls = true;
+            continue;
+        }
         let value = it.next().unwrap_or_default();
         match flag.as_str() {
             "--listen" => a.listen = value,
@@ -69,11 +77,23 @@ trait Machine {
     fn event(&mut self) -> Option<Output>;
     fn timeout(&self) -> Option<Instant>;
     fn on_timeout(&mut self, now: Instant);
+    fn tls_done(&mut self, ok: bool, now: Instant);
+    /// The TLS role: client for the side that opened the connection.
+    const INITIATOR: bool;
 }
 
 macro_rules! machine {
-    ($t:ty) => {
+    ($t:ty, $initiator:expr) => {
         impl Machine for $t {
+            const INITIATOR: bool = $initiator;
+            fn tls_done(&mut self, ok: bool, now: Instant) {
+                // The example trusts no certificate: identities stay empty, dialback decides.
+                if ok {
+                    self.tls_established(Vec::new(), now)
+                } else {
+                    self.tls_failed(now)
+                }
+            }
             fn input(&mut self, bytes: &[u8], now: Instant) {
                 self.handle_input(bytes, now)
             }
@@ -95,43 +115,203 @@ macro_rules! machine {
         }
     };
 }
-machine!(Inbound);
-machine!(Outbound);
+machine!(Inbound, false);
+machine!(Outbound, true);
+
+/// The connection, before and after STARTTLS.
+enum Transport {
+    Plain(TcpStream),
+    Client(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    Server(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+    Gone,
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.read(buf),
+            Transport::Client(s) => s.read(buf),
+            Transport::Server(s) => s.read(buf),
+            Transport::Gone => Ok(0),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write(buf),
+            Transport::Client(s) => s.write(buf),
+            Transport::Server(s) => s.write(buf),
+            Transport::Gone => Err(ErrorKind::NotConnected.into()),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Plain(s) => s.flush(),
+            Transport::Client(s) => s.flush(),
+            Transport::Server(s) => s.flush(),
+            Transport::Gone => Ok(()),
+        }
+    }
+}
+
+/// TLS material of this example: a self-signed certificate for our domain, and a client that
+/// accepts any server certificate (interop only).
+struct Tls {
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+}
+
+fn tls(domain: &str) -> Tls {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cert = rcgen::generate_simple_self_signed(vec![domain.to_string()]).expect("certificate");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .expect("server config");
+    let client = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_no_client_auth();
+    Tls {
+        server: Arc::new(server),
+        client: Arc::new(client),
+    }
+}
+
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Runs the handshake on the plain socket and returns the secured transport.
+fn upgrade(plain: Transport, initiator: bool, remote: &str, tls: &Tls) -> io::Result<Transport> {
+    let Transport::Plain(mut sock) = plain else {
+        return Err(ErrorKind::InvalidInput.into());
+    };
+    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let t = if initiator {
+        let name = rustls::pki_types::ServerName::try_from(remote.to_string())
+            .map_err(|_| io::Error::from(ErrorKind::InvalidInput))?;
+        let mut conn =
+            rustls::ClientConnection::new(tls.client.clone(), name).map_err(io::Error::other)?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut sock)?;
+        }
+        Transport::Client(Box::new(rustls::StreamOwned::new(conn, sock.try_clone()?)))
+    } else {
+        let mut conn =
+            rustls::ServerConnection::new(tls.server.clone()).map_err(io::Error::other)?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut sock)?;
+        }
+        Transport::Server(Box::new(rustls::StreamOwned::new(conn, sock.try_clone()?)))
+    };
+    sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+    Ok(t)
+}
 
 /// Runs `m` on `sock`, calling `on_output` for each output; stops when it returns false or the
-/// stream closes.
+/// stream closes. STARTTLS is handled here: the transport is upgraded in place.
 fn drive<M: Machine>(
     m: &mut M,
-    sock: &mut TcpStream,
+    sock: TcpStream,
+    remote: &str,
+    tls: Option<&Tls>,
     tag: &str,
     mut on_output: impl FnMut(&mut M, Output) -> bool,
 ) {
     sock.set_read_timeout(Some(Duration::from_millis(100))).ok();
+    let mut t = Transport::Plain(sock);
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         while let Some(bytes) = m.transmit() {
             log(tag, &format!(">>> {}", String::from_utf8_lossy(&bytes)));
-            if sock.write_all(&bytes).is_err() {
+            if t.write_all(&bytes).and_then(|_| t.flush()).is_err() {
                 return;
             }
         }
         while let Some(o) = m.event() {
             let closed = matches!(o, Output::Closed(_));
             log(tag, &format!("output {o:?}"));
-            if !on_output(m, o) {
-                while let Some(bytes) = m.transmit() {
-                    let _ = sock.write_all(&bytes);
-                }
-                return;
+            if o == Output::StartTls {
+                // Everything before this output is on the wire, in plaintext.
+                let ok = match tls {
+                    Some(tls) => match upgrade(
+                        std::mem::replace(&mut t, Transport::Gone),
+                        M::INITIATOR,
+                        remote,
+                        tls,
+                    ) {
+                        Ok(secured) => {
+                            t = secured;
+                            true
+                        }
+                        Err(e) => {
+                            log(tag, &format!("TLS failed: {e}"));
+                            false
+                        }
+                    },
+                    None => false,
+                };
+                log(tag, &format!("TLS {}", if ok { "up" } else { "failed" }));
+                m.tls_done(ok, Instant::now());
+                continue;
             }
-            if closed {
+            if !on_output(m, o) || closed {
                 while let Some(bytes) = m.transmit() {
-                    let _ = sock.write_all(&bytes);
+                    let _ = t.write_all(&bytes).and_then(|_| t.flush());
                 }
                 return;
             }
         }
-        match sock.read(&mut buf) {
+        match t.read(&mut buf) {
             Ok(0) => m.eof(Instant::now()),
             Ok(n) => {
                 let bytes = buf.get(..n).unwrap_or(&[]);
@@ -149,8 +329,8 @@ fn drive<M: Machine>(
 }
 
 /// Asks the authoritative server at `addr` whether `request` carries a genuine key.
-fn verify(cfg: &Arc<Config>, addr: &str, request: DialbackRequest) -> bool {
-    let Ok(mut sock) = TcpStream::connect(addr) else {
+fn verify(cfg: &Arc<Config>, addr: &str, tls: Option<&Tls>, request: DialbackRequest) -> bool {
+    let Ok(sock) = TcpStream::connect(addr) else {
         return false;
     };
     let mut out = Outbound::new(
@@ -159,9 +339,10 @@ fn verify(cfg: &Arc<Config>, addr: &str, request: DialbackRequest) -> bool {
         &request.originating,
         Instant::now(),
     );
+    let remote = request.originating.clone();
     out.verify_dialback(request, Instant::now());
     let mut verdict = false;
-    drive(&mut out, &mut sock, "verify", |m, o| match o {
+    drive(&mut out, sock, &remote, tls, "verify", |m, o| match o {
         Output::DialbackVerified { valid, .. } => {
             verdict = valid;
             m.close(Instant::now());
@@ -177,28 +358,32 @@ fn main() {
     let mut served = BTreeMap::new();
     served.insert(a.domain.clone(), DomainKind::Hub);
     let mut cfg = Config::new(served, b"example secret, not for production".to_vec());
-    cfg.require_tls = false;
-    cfg.offer_tls = false;
+    cfg.require_tls = a.tls;
+    cfg.offer_tls = a.tls;
     let cfg = Arc::new(cfg);
+    let tls = a.tls.then(|| Arc::new(tls(&a.domain)));
     let listener = TcpListener::bind(&a.listen).expect("bind");
     log("main", &format!("{} listening on {}", a.domain, a.listen));
     let (events_tx, events_rx) = mpsc::channel::<Event>();
     {
         let cfg = cfg.clone();
         let peer_addr = a.peer_addr.clone();
+        let tls = tls.clone();
         std::thread::spawn(move || {
             for (n, sock) in listener.incoming().enumerate() {
-                let Ok(mut sock) = sock else { continue };
+                let Ok(sock) = sock else { continue };
                 let cfg = cfg.clone();
                 let peer_addr = peer_addr.clone();
                 let events_tx = events_tx.clone();
+                let tls = tls.clone();
                 std::thread::spawn(move || {
                     let tag = format!("in{n}");
                     let mut inb = Inbound::new(cfg.clone(), Instant::now());
-                    drive(&mut inb, &mut sock, &tag, |m, o| {
+                    drive(&mut inb, sock, "", tls.as_deref(), &tag, |m, o| {
                         match o {
                             Output::VerifyDialback(request) => {
-                                let valid = verify(&cfg, &peer_addr, request.clone());
+                                let valid =
+                                    verify(&cfg, &peer_addr, tls.as_deref(), request.clone());
                                 m.dialback_verified(&request, valid, Instant::now());
                             }
                             Output::Event(e) => {
@@ -230,20 +415,27 @@ fn main() {
             thread: m.thread.clone(),
             ts: m.ts,
         });
-        let mut sock = TcpStream::connect(&a.peer_addr).expect("connect to peer");
+        let sock = TcpStream::connect(&a.peer_addr).expect("connect to peer");
         let mut out = Outbound::new(cfg.clone(), &a.domain, &a.peer, Instant::now());
         out.send(echo, Instant::now()).expect("send");
         let mut accepted = false;
-        drive(&mut out, &mut sock, "out", |m, o| match o {
-            Output::Authorised(_) => {
-                accepted = true;
-                // Give the peer the stanza, then close politely.
-                m.close(Instant::now());
-                true
-            }
-            Output::Refused { .. } => false,
-            _ => true,
-        });
+        drive(
+            &mut out,
+            sock,
+            &a.peer,
+            tls.as_deref(),
+            "out",
+            |m, o| match o {
+                Output::Authorised(_) => {
+                    accepted = true;
+                    // Give the peer the stanza, then close politely.
+                    m.close(Instant::now());
+                    true
+                }
+                Output::Refused { .. } => false,
+                _ => true,
+            },
+        );
         if !accepted {
             log("main", "echo refused");
             std::process::exit(1);

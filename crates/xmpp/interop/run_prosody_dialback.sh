@@ -3,11 +3,16 @@
 # alice@corp-a.test (on Prosody) sends a message to bob@hub.test; Prosody opens s2s to our example
 # driver (examples/s2s_peer.rs) listening as hub.test, which verifies Prosody's dialback key with
 # db:verify, receives the message as a canonical event, and echoes it back on its own outbound
-# stream, which Prosody verifies by connecting back. Plaintext: dialback only, no TLS.
+# stream, which Prosody verifies by connecting back.
+# Usage: run_prosody_dialback.sh [plain|tls]   (default plain)
+#   plain: no TLS anywhere, dialback only (s2s_require_encryption = $REQ)
+#   tls:   STARTTLS required both ways (rustls in the example, self-signed certificates on both
+#          sides, so no certificate is trusted and dialback still authenticates each pair)
 # Exit 0 = the message arrived as an event and the echo's domain pair was authorised by Prosody.
 # Needs: apt-get install prosody python3-slixmpp (done here). Names resolve on loopback only
 # (Prosody's libunbound gets a private zone; nothing is forwarded).
 set -euo pipefail
+MODE=${1:-plain}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../../.." && pwd)
 RUN=$(mktemp -d /tmp/entente-prosody.XXXXXX)
@@ -15,6 +20,7 @@ PEER_PORT=${PEER_PORT:-15269}            # where Prosody believes hub.test's s2s
 PROSODY_S2S_PORT=${PROSODY_S2S_PORT:-15270}
 C2S_PORT=${C2S_PORT:-15222}
 PY=/usr/bin/python3
+if [ "$MODE" = tls ]; then REQ=true; TLSFLAG=--tls; else REQ=false; TLSFLAG=; fi
 
 DEBIAN_FRONTEND=noninteractive apt-get install -y -q prosody python3-slixmpp openssl >/dev/null
 (cd "$ROOT" && cargo build -q -p entente-xmpp --example s2s_peer)
@@ -38,7 +44,7 @@ modules_disabled = { "s2s_bidi" }
 authentication = "internal_hashed"
 c2s_require_encryption = true
 s2s_secure_auth = false
-s2s_require_encryption = false
+s2s_require_encryption = $REQ
 unbound = {
   resolvconf = false;
   hoststxt = "$RUN/hosts";
@@ -65,7 +71,7 @@ cleanup() {
 trap cleanup EXIT
 
 "$ROOT/target/debug/examples/s2s_peer" --listen "127.0.0.1:$PEER_PORT" --peer corp-a.test \
-  --peer-addr "127.0.0.1:$PROSODY_S2S_PORT" --messages 1 --timeout 40 > "$RUN/peer.out" 2>&1 &
+  --peer-addr "127.0.0.1:$PROSODY_S2S_PORT" --messages 1 --timeout 40 $TLSFLAG > "$RUN/peer.out" 2>&1 &
 PEERPID=$!; PIDS+=($PEERPID)
 runuser -u prosody -- prosody -F --config "$CFG" > "$RUN/prosody.console" 2>&1 &
 PIDS+=($!)
@@ -79,5 +85,10 @@ echo "===== s2s_peer (hub.test) ====="; cat "$RUN/peer.out"
 echo "===== prosody s2s log ====="
 grep -Ei 's2s|dialback' "$RUN/prosody.log" | grep -v -i 'loaded' | tail -40 || true
 grep -q 'EVENT Message' "$RUN/peer.out" || rc=1
+if [ "$MODE" = tls ]; then
+  # Every stream went through STARTTLS: as many handshakes as streams, and no failure.
+  grep -q 'TLS up' "$RUN/peer.out" || rc=1
+  ! grep -q 'TLS failed' "$RUN/peer.out" || rc=1
+fi
 echo "s2s_peer exit code: $rc (0 = message received as an event and echo accepted)"
 exit $rc
