@@ -526,3 +526,32 @@ fn quiet_outbound_stream_closes_politely_but_not_while_it_talks() {
         "{wire}"
     );
 }
+
+#[test]
+fn header_without_version_is_refused_when_tls_is_required() {
+    let mut p = Peer::new();
+    p.send(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:db='jabber:server:dialback' xmlns:stream='http://etherx.jabber.org/streams' to='hub.test' from='corp-a.test'>");
+    assert!(
+        p.closed_with(StreamCondition::UnsupportedVersion),
+        "{}",
+        p.wire()
+    );
+}
+
+#[test]
+fn old_dialback_only_server_is_served_when_plaintext_is_allowed() {
+    let mut served = std::collections::BTreeMap::new();
+    served.insert(A.to_string(), DomainKind::Hub);
+    let mut cfg = entente_xmpp::Config::new(served, b"secret".to_vec());
+    cfg.require_tls = false;
+    let now = Instant::now();
+    let mut inb = Inbound::new(std::sync::Arc::new(cfg), now);
+    inb.handle_input(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:db='jabber:server:dialback' xmlns:stream='http://etherx.jabber.org/streams' to='hub.test' from='corp-a.test'>", now);
+    let wire = text(&inb.poll_transmit().unwrap());
+    assert!(!wire.contains("features"), "{wire}");
+    inb.handle_input(
+        b"<db:result from='corp-a.test' to='hub.test'>k3y</db:result>",
+        now,
+    );
+    assert!(matches!(inb.poll_event(), Some(Output::VerifyDialback(_))));
+}

@@ -41,6 +41,9 @@ struct StreamInfo {
     local: String,
     /// The domain the peer claimed in `from`, if any.
     peer: Option<String>,
+    /// `version='1.0'` (RFC 6120); without it (a pre-RFC 3920 dialback-only server) there are no
+    /// stream features, hence no STARTTLS.
+    modern: bool,
 }
 
 /// Waiting for the first stream header, before TLS.
@@ -99,16 +102,16 @@ fn accept_header(core: &mut Core, header: StreamHeader) -> Header {
             return Header::Refused;
         }
     };
-    if !header
+    let modern = header
         .version
         .as_deref()
-        .is_some_and(|v| v.starts_with("1."))
-    {
-        // A pre-RFC 6120 peer cannot negotiate TLS.
-        core.fail(StreamCondition::UnsupportedVersion);
-        return Header::Refused;
-    }
-    Header::Accepted(StreamInfo { id, local, peer })
+        .is_some_and(|v| v.starts_with("1."));
+    Header::Accepted(StreamInfo {
+        id,
+        local,
+        peer,
+        modern,
+    })
 }
 
 impl PlainHeader {
@@ -116,6 +119,16 @@ impl PlainHeader {
         let Header::Accepted(stream) = accept_header(core, header) else {
             return State::Closed;
         };
+        if !stream.modern {
+            return match Security::plaintext(&core.cfg) {
+                // An old server: no features, dialback straight away.
+                Some(security) => State::Open(Open::new(security, stream, None)),
+                None => {
+                    core.fail(StreamCondition::UnsupportedVersion);
+                    State::Closed
+                }
+            };
+        }
         match Security::plaintext(&core.cfg) {
             None => {
                 core.write(
@@ -183,6 +196,11 @@ impl SecureHeader {
         let Header::Accepted(stream) = accept_header(core, header) else {
             return State::Closed;
         };
+        if !stream.modern {
+            // Only an RFC 6120 peer gets this far (it negotiated TLS or SASL).
+            core.fail(StreamCondition::UnsupportedVersion);
+            return State::Closed;
+        }
         let offer_external = self.sasl.is_none()
             && stream
                 .peer
