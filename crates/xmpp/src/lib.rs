@@ -57,6 +57,15 @@
 //! (xmpp-parsers' `component` feature is never enabled). xmpp-parsers has no SASL EXTERNAL
 //! `<auth/>` and no dialback types, so [`sasl`] and [`dialback`] are written here.
 //!
+//! # Interop
+//!
+//! `interop/run_prosody_dialback.sh [plain|tls]` and `interop/run_ejabberd_dialback.sh
+//! [plain|tls]` run Prosody 0.12 / ejabberd 23.01 (Debian packages) on loopback against
+//! `examples/s2s_peer.rs`, a small blocking driver of these machines: the real server's message
+//! arrives as an event through dialback (with `db:verify` to the real server), and an echo goes
+//! back on the gateway's own stream, with STARTTLS both ways in `tls` mode. Bytes captured from
+//! Prosody are replayed by `tests/captured_prosody.rs`.
+//!
 //! # Not covered
 //!
 //! Bidirectional streams (XEP-0288), stream management (XEP-0198), direct TLS (XEP-0368, a
