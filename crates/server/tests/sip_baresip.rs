@@ -1,6 +1,7 @@
 //! SIP federation against baresip (Debian `baresip-core`), a real user agent on loopback: it
 //! subscribes to a hub user's presence (approved by the hub user, then updated), receives a
-//! hub user's MESSAGE and sends one back, over UDP, over TCP, and over mutual TLS with
+//! hub user's MESSAGE and sends one back, accepts the hub user's subscription to its own
+//! presence and reports its changes, over UDP, over TCP, and over mutual TLS with
 //! certificates from a CA the hub trusts.
 
 mod common;
@@ -61,6 +62,26 @@ async fn round_trip(mut bob: common::Client, mut carol: Baresip) {
         })
         .await;
     assert_eq!(m["from"], "carol@corp-b.test");
+
+    // bob subscribes to carol: baresip's notifier accepts and reports her presence as she
+    // sets it (its commands know online and offline).
+    bob.send(json!({"type": "subscribe", "to": "carol@corp-b.test"}))
+        .await;
+    bob.expect("carol's approval", |v| {
+        v["type"] == "subscribed" && v["from"] == "carol@corp-b.test"
+    })
+    .await;
+    // baresip starts in an unknown state (`<basic>?</basic>`); it is set explicitly.
+    carol.command("presence_online", "").await;
+    bob.expect("carol online", |v| {
+        v["type"] == "presence" && v["from"] == "carol@corp-b.test" && v["show"] == "available"
+    })
+    .await;
+    carol.command("presence_offline", "").await;
+    bob.expect("carol offline", |v| {
+        v["type"] == "presence" && v["from"] == "carol@corp-b.test" && v["show"] == "offline"
+    })
+    .await;
 
     // bob goes away: carol's subscription carries it.
     bob.send(json!({"type": "presence", "show": "away", "status": "lunch"}))
