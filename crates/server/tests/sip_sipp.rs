@@ -45,6 +45,9 @@ async fn messages_from_a_partner_reach_a_hub_user_over_udp_and_tcp() {
         assert_eq!(m["from"], "carol@corp-b.test", "{m}");
         assert_eq!(m["offline"], false);
     }
+    // The SIP listeners drain with the rest on SIGTERM.
+    let mut server = server;
+    assert!(server.stop().success());
 }
 
 #[tokio::test]
