@@ -65,6 +65,8 @@ async fn websocket(
     let cap = state.config.limits.max_frame_bytes * 4;
     ws.max_message_size(cap)
         .max_frame_size(cap)
+        // The default 128 KiB read buffer per connection is most of a session's memory.
+        .read_buffer_size(8 * 1024)
         .on_upgrade(move |socket| crate::hub::run(state, socket, peer))
 }
 

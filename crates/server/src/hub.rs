@@ -404,24 +404,50 @@ async fn serve(state: &AppState, conn: &mut Conn, mut session: SessionHandle) {
                 }
             }
             delivery = session.rx.recv() => {
-                let ok = match delivery {
-                    None => return,
-                    Some(Delivery::Message(m)) => {
-                        if m.seq <= last_seq { continue; }
+                let Some(first) = delivery else { return };
+                // Everything already waiting is written in one go, and the messages written
+                // leave the queue in one transaction.
+                let mut written = Vec::new();
+                let mut next = Some(first);
+                let mut ok = true;
+                while let Some(d) = next.take() {
+                    ok = match d {
+                        Delivery::Message(m) if m.seq <= last_seq => true,
+                        Delivery::Message(m) => {
+                            last_seq = m.seq;
+                            let sent = conn.send(&message_frame(&m, false)).await;
+                            if sent { written.push(m.seq); }
+                            sent
+                        }
+                        Delivery::Event(e) => match event_frame(&e) {
+                            Some(v) => conn.send(&v).await,
+                            None => true,
+                        },
+                        Delivery::RosterChanged => match roster_frame(router, &user).await {
+                            Some(v) => conn.send(&v).await,
+                            None => true,
+                        },
+                    };
+                    if !ok || written.len() >= 256 { break; }
+                    next = session.rx.try_recv().ok();
+                }
+                // Messages committed while this session was behind are read from the queue.
+                let mut catching_up = ok && session.take_lag();
+                if catching_up {
+                    metrics::counter!("entente_session_catchups_total").increment(1);
+                }
+                while catching_up {
+                    let Ok(batch) = router.store().queued(&user, last_seq, 256).await else { break };
+                    catching_up = !batch.is_empty();
+                    for m in batch {
                         last_seq = m.seq;
-                        let ok = conn.send(&message_frame(&m, false)).await;
-                        if ok { router.delivered(&m).await; }
-                        ok
+                        ok = conn.send(&message_frame(&m, false)).await;
+                        if !ok { break; }
+                        written.push(m.seq);
                     }
-                    Some(Delivery::Event(e)) => match event_frame(&e) {
-                        Some(v) => conn.send(&v).await,
-                        None => true,
-                    },
-                    Some(Delivery::RosterChanged) => match roster_frame(router, &user).await {
-                        Some(v) => conn.send(&v).await,
-                        None => true,
-                    },
-                };
+                    catching_up &= ok;
+                }
+                router.delivered_many(&user, &written).await;
                 if !ok { return; }
             }
             _ = state.shutdown.cancelled() => {

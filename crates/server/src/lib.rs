@@ -108,6 +108,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow_lite::
         let app =
             http::app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
         let stop = shutdown.clone();
+        // Small frames go out at once: Nagle's delay would cap a conversation at ~25 round trips/s.
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tasks.spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })

@@ -315,8 +315,10 @@ impl BosConn {
                 return false;
             }
         }
-        for m in std::mem::take(&mut self.written) {
-            self.state.router.delivered(&m).await;
+        let written = std::mem::take(&mut self.written);
+        if let Some(first) = written.first() {
+            let seqs: Vec<i64> = written.iter().map(|m| m.seq).collect();
+            self.state.router.delivered_many(&first.to, &seqs).await;
         }
         true
     }

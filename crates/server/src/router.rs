@@ -11,6 +11,7 @@ use entente_model::{
 use entente_policy::{Origin, Policy, Refusal};
 use entente_store::{QueuedMessage, RosterItem, Store, StoreError};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::mpsc;
 
@@ -45,6 +46,8 @@ pub type SessionPresence = Option<(Show, Option<String>)>;
 struct Slot {
     id: u64,
     tx: mpsc::Sender<Delivery>,
+    /// Set when a message could not be queued to the session: it reads the store to catch up.
+    lagged: Arc<AtomicBool>,
     presence: SessionPresence,
     /// When the presence was last set: the newest visible session speaks for the user.
     stamp: u64,
@@ -81,6 +84,16 @@ pub struct SessionHandle {
     pub id: u64,
     pub address: Address,
     pub rx: mpsc::Receiver<Delivery>,
+    /// True when messages were committed for the user but not announced on `rx` (the session
+    /// was behind): read the queue past the last message written. See [`SessionHandle::take_lag`].
+    lagged: Arc<AtomicBool>,
+}
+
+impl SessionHandle {
+    /// Whether the session fell behind since the last call; it then reads the queue itself.
+    pub fn take_lag(&self) -> bool {
+        self.lagged.swap(false, Ordering::AcqRel)
+    }
 }
 
 /// How many deliveries may wait for a slow session before it is cut off (its messages stay queued).
@@ -191,19 +204,21 @@ impl Router {
     /// Registers a signed-in session; signing on makes the user available.
     pub async fn open_session(&self, address: Address) -> SessionHandle {
         let (tx, rx) = mpsc::channel(SESSION_BACKLOG);
-        let (id, before, after) = {
+        let (id, lagged, before, after) = {
             let mut st = self.state();
             st.next += 1;
             let id = st.next;
             let before = st.presence_of(&address);
+            let lagged = Arc::new(AtomicBool::new(false));
             let slot = Slot {
                 id,
                 tx,
+                lagged: lagged.clone(),
                 presence: Some((Show::Available, None)),
                 stamp: id,
             };
             st.sessions.entry(address.clone()).or_default().push(slot);
-            (id, before, st.presence_of(&address))
+            (id, lagged, before, st.presence_of(&address))
         };
         metrics::gauge!("entente_sessions").set(self.session_count() as f64);
         let first = matches!(before, PresenceKind::Unavailable { .. });
@@ -213,7 +228,12 @@ impl Router {
         if first {
             self.probe_remote_contacts(&address).await;
         }
-        SessionHandle { id, address, rx }
+        SessionHandle {
+            id,
+            address,
+            rx,
+            lagged,
+        }
     }
 
     pub async fn close_session(&self, address: &Address, id: u64) {
@@ -278,9 +298,15 @@ impl Router {
         };
         slots.retain(|s| match s.tx.try_send(delivery.clone()) {
             Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(Delivery::Message(_))) => {
+                // The message is committed: the session reads it from the queue when it catches up.
+                s.lagged.store(true, Ordering::Release);
+                true
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(user = %user, session = s.id, "session cannot keep up; disconnecting it");
-                false
+                metrics::counter!("entente_deliveries_dropped_total").increment(1);
+                tracing::debug!(user = %user, session = s.id, "session behind; a notice was dropped");
+                true
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         });
@@ -289,8 +315,16 @@ impl Router {
 
     /// Called by a session once it has written a queued message to its client.
     pub async fn delivered(&self, message: &QueuedMessage) {
-        if let Err(e) = self.store.dequeue(&message.to, message.seq).await {
-            tracing::error!(error = %e, "could not remove a delivered message from the queue");
+        self.delivered_many(&message.to, &[message.seq]).await;
+    }
+
+    /// Removes several messages written to one user's session from the queue.
+    pub async fn delivered_many(&self, to: &Address, seqs: &[i64]) {
+        if seqs.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.dequeue_many(to, seqs).await {
+            tracing::error!(error = %e, "could not remove delivered messages from the queue");
         }
     }
 

@@ -466,3 +466,41 @@ async fn health_metrics_and_web_client() {
     assert_eq!(s.http("GET", "/app.js", None).await.0, 200);
     assert_eq!(s.http("GET", "/style.css", None).await.0, 200);
 }
+
+#[tokio::test]
+async fn a_recipient_that_falls_behind_gets_every_message_once_in_order() {
+    let s = Server::start("[limits]\nconnection_rate = 100000.0\nconnection_burst = 100000\n");
+    let mut sender = s.login("sam").await;
+    let mut slow = s.login("slowpoke").await;
+    slow.expect_type("roster").await;
+    // slowpoke reads nothing while 3000 messages of 8 KB arrive: more than the socket buffers
+    // and the session's backlog hold, so the session falls behind and must catch up.
+    let n = 3000;
+    let pad = "x".repeat(8000);
+    for i in 0..n {
+        sender.send(json!({"type": "message", "id": format!("m{i}"), "to": "slowpoke@hub.test", "body": format!("#{i} {pad}")})).await;
+    }
+    for _ in 0..n {
+        sender.expect("ack", |v| v["type"] == "ack").await;
+    }
+    let mut next = 0;
+    while next < n {
+        let m = slow.expect_type("message").await;
+        assert_eq!(
+            m["body"],
+            format!("#{next} {pad}"),
+            "in order, none lost or repeated"
+        );
+        next += 1;
+    }
+    assert!(slow.try_recv(Duration::from_millis(300)).await.is_none());
+    let (_, metrics) = s.http("GET", "/metrics", None).await;
+    let catchups = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("entente_session_catchups_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(
+        catchups.is_some_and(|c| c >= 1.0),
+        "the session never fell behind:\n{metrics}"
+    );
+}

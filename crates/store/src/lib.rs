@@ -165,6 +165,8 @@ pub trait Store: Send + Sync + 'static {
     async fn queued(&self, to: &Address, after: i64, limit: u32) -> Result<Vec<QueuedMessage>>;
     /// Removes a delivered message from the queue.
     async fn dequeue(&self, to: &Address, seq: i64) -> Result<()>;
+    /// Removes several delivered messages in one transaction.
+    async fn dequeue_many(&self, to: &Address, seqs: &[i64]) -> Result<()>;
     /// Number of messages waiting in all queues.
     async fn queue_depth(&self) -> Result<i64>;
 }

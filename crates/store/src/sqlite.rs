@@ -13,7 +13,11 @@ use time::OffsetDateTime;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 pub struct SqliteStore {
+    /// Readers.
     pool: SqlitePool,
+    /// The one connection that writes: SQLite has a single write lock, and connections queueing
+    /// for it sleep and retry, which costs far more than waiting in line here.
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -27,15 +31,20 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&writer).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, writer })
     }
 
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }
@@ -89,7 +98,7 @@ impl Store for SqliteStore {
         .bind(hash)
         .bind(OffsetDateTime::now_utc().unix_timestamp())
         .bind(Md5::digest(password.as_bytes()).to_vec())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await;
         match res {
             Ok(_) => Ok(()),
@@ -121,7 +130,7 @@ impl Store for SqliteStore {
                 .bind(hash)
                 .bind(Md5::digest(password.as_bytes()).to_vec())
                 .bind(name)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
         if res.rows_affected() == 0 {
             return Err(StoreError::NoSuchAccount);
@@ -131,7 +140,7 @@ impl Store for SqliteStore {
 
     async fn remove_account(&self, name: &str, hub_domain: &str) -> Result<()> {
         let address = format!("{name}@{hub_domain}");
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let res = sqlx::query("DELETE FROM accounts WHERE name = ?")
             .bind(name)
             .execute(&mut *tx)
@@ -197,7 +206,7 @@ impl Store for SqliteStore {
     }
 
     async fn feedbag_put(&self, owner: &Address, items: &[FeedbagRow]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         for item in items {
             sqlx::query(
                 "INSERT INTO feedbag (owner, group_id, item_id, class, name, attrs) VALUES (?, ?, ?, ?, ?, ?)
@@ -218,7 +227,7 @@ impl Store for SqliteStore {
     }
 
     async fn feedbag_delete(&self, owner: &Address, items: &[FeedbagRow]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         for item in items {
             sqlx::query("DELETE FROM feedbag WHERE owner = ? AND group_id = ? AND item_id = ?")
                 .bind(owner.to_string())
@@ -244,7 +253,7 @@ impl Store for SqliteStore {
         sqlx::query("INSERT INTO profiles (owner, profile) VALUES (?, ?) ON CONFLICT (owner) DO UPDATE SET profile = excluded.profile")
             .bind(owner.to_string())
             .bind(profile)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -277,7 +286,7 @@ impl Store for SqliteStore {
         .bind(item.subscription.as_str())
         .bind(item.pending_out as i64)
         .bind(item.pending_in as i64)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -286,7 +295,7 @@ impl Store for SqliteStore {
         sqlx::query("DELETE FROM roster WHERE owner = ? AND contact = ?")
             .bind(owner.to_string())
             .bind(contact.to_string())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -301,7 +310,7 @@ impl Store for SqliteStore {
         .bind(&msg.body)
         .bind(&msg.thread)
         .bind(millis(msg.ts))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         msg.seq = res.last_insert_rowid();
         Ok(msg)
@@ -322,8 +331,21 @@ impl Store for SqliteStore {
         sqlx::query("DELETE FROM inbox WHERE recipient = ? AND seq = ?")
             .bind(to.to_string())
             .bind(seq)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
+        Ok(())
+    }
+
+    async fn dequeue_many(&self, to: &Address, seqs: &[i64]) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        for seq in seqs {
+            sqlx::query("DELETE FROM inbox WHERE recipient = ? AND seq = ?")
+                .bind(to.to_string())
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
