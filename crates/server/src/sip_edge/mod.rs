@@ -155,9 +155,10 @@ pub async fn start(state: &AppState, listeners: &Listen, tasks: &mut Tasks) -> R
                 tasks,
             ))
         }
-        // Outbound TLS still works without a listener; our Contact then names the default port.
+        // Outbound TLS still works without a listener; our Via and Contact then name the hub
+        // domain and the default port.
         None if !shared.certificate_domains.is_empty() => {
-            let local = SocketAddr::from(([127, 0, 0, 1], 5061));
+            let local = SocketAddr::from(([0, 0, 0, 0], 5061));
             Some(driver::spawn_tls(
                 shared.clone(),
                 &settings,
