@@ -429,3 +429,64 @@ async fn prosody_federates_with_starttls_and_dialback() {
 async fn prosody_federates_with_certificates_and_sasl_external() {
     federate(Mode::Certificate).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_aim_user_chats_with_a_prosody_user() {
+    use common::oscar::{buddy_items, sign_on};
+    use entente_oscar::family::{buddy, feedbag, icbm};
+    require("runuser");
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = Certs::make(certs_dir.path(), Mode::Dialback);
+    let prosody_s2s = free_port();
+    let extra = format!(
+        "[[partner]]\ndomain = \"{CORP}\"\nprotocol = \"xmpp\"\naddress = \"127.0.0.1:{prosody_s2s}\"\nauth = \"dialback\"\n"
+    );
+    let server = Server::start_listening(
+        &extra,
+        "xmpp_s2s = \"127.0.0.1:0\"\noscar = \"127.0.0.1:0\"\n",
+    );
+    let prosody = Prosody::start(
+        Mode::Dialback,
+        &certs,
+        prosody_s2s,
+        server.listeners["xmpp_s2s"].port(),
+    );
+    let mut alice = XmppClient::connect("alice", &prosody);
+    assert_eq!(server.register("Dave", "password1").await, 201);
+    let mut dave = sign_on(&server, "Dave", "password1").await.unwrap();
+
+    // Dave adds alice@corp-a.test to his buddy list: she is asked, approves, and he sees her.
+    dave.snac(&feedbag::InsertItems {
+        items: buddy_items(&[ALICE]),
+    })
+    .await;
+    alice.expect("request from dave", |v| {
+        v["event"] == "presence" && v["from"] == "dave@hub.test" && v["type"] == "subscribe"
+    });
+    alice.send(json!({"cmd": "subscribed", "to": "dave@hub.test"}));
+    let reply: feedbag::AuthReplyToClient = dave.expect(0x13, 0x1B).await.body_as().unwrap();
+    assert!(reply.0.accepted);
+    assert_eq!(reply.0.screen_name, ALICE);
+    let arrived: buddy::Arrived = dave.expect(3, 0x0B).await.body_as().unwrap();
+    assert_eq!(arrived.users[0].screen_name, ALICE);
+
+    // IMs both ways; AIM HTML becomes plain text for XMPP, XMPP text is escaped for AIM.
+    dave.im(ALICE, "<HTML><BODY>Hi Alice &amp; co</BODY></HTML>")
+        .await;
+    let m = alice.expect("message from dave", |v| {
+        v["event"] == "message" && v["from"] == "dave@hub.test"
+    });
+    assert_eq!(m["body"], "Hi Alice & co");
+    alice.send(json!({"cmd": "message", "to": "dave@hub.test", "body": "hello <dave> & friends"}));
+    let (from, text) = dave.incoming_im().await;
+    assert_eq!(from, ALICE);
+    assert!(text.contains("hello &lt;dave&gt; &amp; friends"), "{text}");
+
+    // Typing from XMPP reaches the AIM client.
+    alice.send(json!({"cmd": "typing", "to": "dave@hub.test", "state": "composing"}));
+    let ev: icbm::ClientEvent = dave.expect(4, 0x14).await.body_as().unwrap();
+    assert_eq!(
+        (ev.screen_name.as_str(), ev.event),
+        (ALICE, icbm::typing::BEGUN)
+    );
+}

@@ -2,6 +2,8 @@
 //! talks to it over the hub client protocol.
 #![allow(dead_code)]
 
+pub mod oscar;
+
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
