@@ -2,7 +2,9 @@
 //! for interop checks, never for production (it accepts any certificate, so dialback
 //! authenticates every pair). The real driver (tokio, rustls, DNS) lives in the server.
 //! Plaintext by default; `--tls` requires STARTTLS both ways (rustls, a self-signed certificate
-//! for `--domain`).
+//! for `--domain`, any peer certificate accepted, so dialback decides); `--pki DIR` uses
+//! `DIR/ca.crt` and `DIR/<domain>.crt|.key` instead and verifies the peer's certificate against
+//! that CA, so SASL EXTERNAL can authenticate the streams.
 //!
 //! It listens as `--domain` (default hub.test) on `--listen`, accepts streams from the peer,
 //! checks their dialback keys by asking the peer at `--peer-addr` with `db:verify`, prints every
@@ -30,6 +32,7 @@ struct Args {
     messages: usize,
     timeout: Duration,
     tls: bool,
+    pki: Option<String>,
 }
 
 fn args() -> Args {
@@ -41,6 +44,7 @@ fn args() -> Args {
         messages: 1,
         timeout: Duration::from_secs(60),
         tls: false,
+        pki: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -55,6 +59,10 @@ fn args() -> Args {
             "--peer" => a.peer = value,
             "--peer-addr" => a.peer_addr = value,
             "--messages" => a.messages = value.parse().unwrap_or(1),
+            "--pki" => {
+                a.tls = true;
+                a.pki = Some(value)
+            }
             "--timeout" => a.timeout = Duration::from_secs(value.parse().unwrap_or(60)),
             other => {
                 eprintln!("unknown flag {other}");
@@ -77,7 +85,7 @@ trait Machine {
     fn event(&mut self) -> Option<Output>;
     fn timeout(&self) -> Option<Instant>;
     fn on_timeout(&mut self, now: Instant);
-    fn tls_done(&mut self, ok: bool, now: Instant);
+    fn tls_done(&mut self, ok: bool, identities: Vec<String>, now: Instant);
     /// The TLS role: client for the side that opened the connection.
     const INITIATOR: bool;
 }
@@ -86,10 +94,9 @@ macro_rules! machine {
     ($t:ty, $initiator:expr) => {
         impl Machine for $t {
             const INITIATOR: bool = $initiator;
-            fn tls_done(&mut self, ok: bool, now: Instant) {
-                // The example trusts no certificate: identities stay empty, dialback decides.
+            fn tls_done(&mut self, ok: bool, identities: Vec<String>, now: Instant) {
                 if ok {
-                    self.tls_established(Vec::new(), now)
+                    self.tls_established(identities, now)
                 } else {
                     self.tls_failed(now)
                 }
@@ -156,33 +163,90 @@ impl Write for Transport {
     }
 }
 
-/// TLS material of this example: a self-signed certificate for our domain, and a client that
-/// accepts any server certificate (interop only).
+/// TLS material of this example: either a self-signed certificate for our domain and a client
+/// that accepts any server certificate, or certificates from a test CA that both sides check.
 struct Tls {
     server: Arc<rustls::ServerConfig>,
     client: Arc<rustls::ClientConfig>,
+    verified: bool,
 }
 
-fn tls(domain: &str) -> Tls {
+fn pem_certs(path: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    rustls::pki_types::CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
+        .expect("certificates")
+}
+
+fn tls(domain: &str, pki: Option<&str>) -> Tls {
+    use rustls::pki_types::pem::PemObject;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cert = rcgen::generate_simple_self_signed(vec![domain.to_string()]).expect("certificate");
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let Some(dir) = pki else {
+        let cert =
+            rcgen::generate_simple_self_signed(vec![domain.to_string()]).expect("certificate");
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .expect("server config");
+        let client = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+            .with_no_client_auth();
+        return Tls {
+            server: Arc::new(server),
+            client: Arc::new(client),
+            verified: false,
+        };
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in pem_certs(&format!("{dir}/ca.crt")) {
+        roots.add(ca).expect("CA certificate");
+    }
+    let roots = Arc::new(roots);
+    let chain = pem_certs(&format!("{dir}/{domain}.crt"));
+    let key_bytes = std::fs::read(format!("{dir}/{domain}.key")).expect("key file");
+    let key = || rustls::pki_types::PrivateKeyDer::from_pem_slice(&key_bytes).expect("key");
+    let client_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots.clone(),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .expect("client verifier");
     let server = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .with_client_cert_verifier(client_verifier)
+        .with_single_cert(chain.clone(), key())
         .expect("server config");
-    let client = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let client = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
-        .with_no_client_auth();
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key())
+        .expect("client config");
     Tls {
         server: Arc::new(server),
         client: Arc::new(client),
+        verified: true,
     }
+}
+
+/// RFC 6125 in miniature: is the (already chain-verified) end-entity certificate valid for `name`?
+fn certifies(der: &rustls::pki_types::CertificateDer<'_>, name: &str) -> bool {
+    let Ok(cert) = webpki::EndEntityCert::try_from(der) else {
+        return false;
+    };
+    let Ok(name) = rustls::pki_types::ServerName::try_from(name) else {
+        return false;
+    };
+    cert.verify_is_valid_for_subject_name(&name).is_ok()
 }
 
 #[derive(Debug)]
@@ -230,13 +294,19 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
     }
 }
 
-/// Runs the handshake on the plain socket and returns the secured transport.
-fn upgrade(plain: Transport, initiator: bool, remote: &str, tls: &Tls) -> io::Result<Transport> {
+/// Runs the handshake on the plain socket; returns the secured transport and the domains the
+/// peer's certificate was verified for.
+fn upgrade(
+    plain: Transport,
+    initiator: bool,
+    remote: &str,
+    tls: &Tls,
+) -> io::Result<(Transport, Vec<String>)> {
     let Transport::Plain(mut sock) = plain else {
         return Err(ErrorKind::InvalidInput.into());
     };
     sock.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let t = if initiator {
+    let (t, identities) = if initiator {
         let name = rustls::pki_types::ServerName::try_from(remote.to_string())
             .map_err(|_| io::Error::from(ErrorKind::InvalidInput))?;
         let mut conn =
@@ -244,17 +314,30 @@ fn upgrade(plain: Transport, initiator: bool, remote: &str, tls: &Tls) -> io::Re
         while conn.is_handshaking() {
             conn.complete_io(&mut sock)?;
         }
-        Transport::Client(Box::new(rustls::StreamOwned::new(conn, sock.try_clone()?)))
+        // With the CA, rustls checked the chain and the name `remote`.
+        let ids = if tls.verified {
+            vec![remote.to_string()]
+        } else {
+            vec![]
+        };
+        let t = Transport::Client(Box::new(rustls::StreamOwned::new(conn, sock.try_clone()?)));
+        (t, ids)
     } else {
         let mut conn =
             rustls::ServerConnection::new(tls.server.clone()).map_err(io::Error::other)?;
         while conn.is_handshaking() {
             conn.complete_io(&mut sock)?;
         }
-        Transport::Server(Box::new(rustls::StreamOwned::new(conn, sock.try_clone()?)))
+        // A client certificate, when presented, was chain-checked by the verifier.
+        let ids = match conn.peer_certificates().and_then(|c| c.first()) {
+            Some(leaf) if tls.verified && certifies(leaf, remote) => vec![remote.to_string()],
+            _ => vec![],
+        };
+        let t = Transport::Server(Box::new(rustls::StreamOwned::new(conn, sock.try_clone()?)));
+        (t, ids)
     };
     sock.set_read_timeout(Some(Duration::from_millis(100)))?;
-    Ok(t)
+    Ok((t, identities))
 }
 
 /// Runs `m` on `sock`, calling `on_output` for each output; stops when it returns false or the
@@ -282,26 +365,27 @@ fn drive<M: Machine>(
             log(tag, &format!("output {o:?}"));
             if o == Output::StartTls {
                 // Everything before this output is on the wire, in plaintext.
-                let ok = match tls {
-                    Some(tls) => match upgrade(
-                        std::mem::replace(&mut t, Transport::Gone),
-                        M::INITIATOR,
-                        remote,
-                        tls,
-                    ) {
-                        Ok(secured) => {
-                            t = secured;
-                            true
-                        }
-                        Err(e) => {
-                            log(tag, &format!("TLS failed: {e}"));
-                            false
-                        }
-                    },
-                    None => false,
+                let result = match tls {
+                    Some(tls) => {
+                        let plain = std::mem::replace(&mut t, Transport::Gone);
+                        upgrade(plain, M::INITIATOR, remote, tls)
+                    }
+                    None => Err(ErrorKind::Unsupported.into()),
                 };
-                log(tag, &format!("TLS {}", if ok { "up" } else { "failed" }));
-                m.tls_done(ok, Instant::now());
+                match result {
+                    Ok((secured, identities)) => {
+                        t = secured;
+                        log(
+                            tag,
+                            &format!("TLS up, peer certificate verified for {identities:?}"),
+                        );
+                        m.tls_done(true, identities, Instant::now());
+                    }
+                    Err(e) => {
+                        log(tag, &format!("TLS failed: {e}"));
+                        m.tls_done(false, Vec::new(), Instant::now());
+                    }
+                }
                 continue;
             }
             if !on_output(m, o) || closed {
@@ -361,13 +445,14 @@ fn main() {
     cfg.require_tls = a.tls;
     cfg.offer_tls = a.tls;
     let cfg = Arc::new(cfg);
-    let tls = a.tls.then(|| Arc::new(tls(&a.domain)));
+    let tls = a.tls.then(|| Arc::new(tls(&a.domain, a.pki.as_deref())));
     let listener = TcpListener::bind(&a.listen).expect("bind");
     log("main", &format!("{} listening on {}", a.domain, a.listen));
     let (events_tx, events_rx) = mpsc::channel::<Event>();
     {
         let cfg = cfg.clone();
         let peer_addr = a.peer_addr.clone();
+        let peer = a.peer.clone();
         let tls = tls.clone();
         std::thread::spawn(move || {
             for (n, sock) in listener.incoming().enumerate() {
@@ -376,10 +461,11 @@ fn main() {
                 let peer_addr = peer_addr.clone();
                 let events_tx = events_tx.clone();
                 let tls = tls.clone();
+                let peer = peer.clone();
                 std::thread::spawn(move || {
                     let tag = format!("in{n}");
                     let mut inb = Inbound::new(cfg.clone(), Instant::now());
-                    drive(&mut inb, sock, "", tls.as_deref(), &tag, |m, o| {
+                    drive(&mut inb, sock, &peer, tls.as_deref(), &tag, |m, o| {
                         match o {
                             Output::VerifyDialback(request) => {
                                 let valid =

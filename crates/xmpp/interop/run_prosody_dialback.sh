@@ -20,15 +20,35 @@ PEER_PORT=${PEER_PORT:-15269}            # where Prosody believes hub.test's s2s
 PROSODY_S2S_PORT=${PROSODY_S2S_PORT:-15270}
 C2S_PORT=${C2S_PORT:-15222}
 PY=/usr/bin/python3
-if [ "$MODE" = tls ]; then REQ=true; TLSFLAG=--tls; else REQ=false; TLSFLAG=; fi
+case "$MODE" in
+  tls) REQ=true; SECURE=false; TLSFLAG=(--tls) ;;
+  pki) REQ=true; SECURE=true; TLSFLAG=(--pki "$RUN/pki") ;;
+  *)   REQ=false; SECURE=false; TLSFLAG=() ;;
+esac
 
 DEBIAN_FRONTEND=noninteractive apt-get install -y -q prosody python3-slixmpp openssl >/dev/null
 (cd "$ROOT" && cargo build -q -p entente-xmpp --example s2s_peer)
 
-mkdir -p "$RUN/data" "$RUN/certs"
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=corp-a.test" \
-  -addext "subjectAltName=DNS:corp-a.test" -keyout "$RUN/certs/corp-a.test.key" \
-  -out "$RUN/certs/corp-a.test.crt" 2>/dev/null
+mkdir -p "$RUN/data" "$RUN/certs" "$RUN/pki"
+if [ "$MODE" = pki ]; then
+  # A test CA and one certificate per domain, valid as TLS server and client.
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=Entente test CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$RUN/pki/ca.key" -out "$RUN/pki/ca.crt" 2>/dev/null
+  for d in hub.test corp-a.test; do
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=$d" -keyout "$RUN/pki/$d.key" -out "$RUN/pki/$d.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n' "$d" > "$RUN/pki/$d.ext"
+    openssl x509 -req -in "$RUN/pki/$d.csr" -CA "$RUN/pki/ca.crt" -CAkey "$RUN/pki/ca.key" \
+      -CAcreateserial -days 2 -extfile "$RUN/pki/$d.ext" -out "$RUN/pki/$d.crt" 2>/dev/null
+  done
+  cp "$RUN/pki/corp-a.test.crt" "$RUN/pki/corp-a.test.key" "$RUN/certs/"
+  CAFILE="cafile = \"$RUN/pki/ca.crt\";"
+else
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=corp-a.test" \
+    -addext "subjectAltName=DNS:corp-a.test" -keyout "$RUN/certs/corp-a.test.key" \
+    -out "$RUN/certs/corp-a.test.crt" 2>/dev/null
+  CAFILE=""
+fi
 printf '127.0.0.1 hub.test\n127.0.0.1 corp-a.test\n' > "$RUN/hosts"
 cat > "$RUN/prosody.cfg.lua" <<CFG
 pidfile = "$RUN/prosody.pid"
@@ -43,7 +63,7 @@ modules_enabled = { "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "p
 modules_disabled = { "s2s_bidi" }
 authentication = "internal_hashed"
 c2s_require_encryption = true
-s2s_secure_auth = false
+s2s_secure_auth = $SECURE
 s2s_require_encryption = $REQ
 unbound = {
   resolvconf = false;
@@ -55,7 +75,7 @@ unbound = {
   };
 }
 VirtualHost "corp-a.test"
-  ssl = { certificate = "$RUN/certs/corp-a.test.crt"; key = "$RUN/certs/corp-a.test.key" }
+  ssl = { certificate = "$RUN/certs/corp-a.test.crt"; key = "$RUN/certs/corp-a.test.key"; $CAFILE }
 CFG
 chown -R prosody:prosody "$RUN"
 chmod 755 "$RUN"
@@ -71,7 +91,7 @@ cleanup() {
 trap cleanup EXIT
 
 "$ROOT/target/debug/examples/s2s_peer" --listen "127.0.0.1:$PEER_PORT" --peer corp-a.test \
-  --peer-addr "127.0.0.1:$PROSODY_S2S_PORT" --messages 1 --timeout 40 $TLSFLAG > "$RUN/peer.out" 2>&1 &
+  --peer-addr "127.0.0.1:$PROSODY_S2S_PORT" --messages 1 --timeout 40 "${TLSFLAG[@]}" > "$RUN/peer.out" 2>&1 &
 PEERPID=$!; PIDS+=($PEERPID)
 runuser -u prosody -- prosody -F --config "$CFG" > "$RUN/prosody.console" 2>&1 &
 PIDS+=($!)
@@ -85,7 +105,12 @@ echo "===== s2s_peer (hub.test) ====="; cat "$RUN/peer.out"
 echo "===== prosody s2s log ====="
 grep -Ei 's2s|dialback' "$RUN/prosody.log" | grep -v -i 'loaded' | tail -40 || true
 grep -q 'EVENT Message' "$RUN/peer.out" || rc=1
-if [ "$MODE" = tls ]; then
+if [ "$MODE" = pki ]; then
+  # Both directions authenticated by SASL EXTERNAL: no dialback key in either direction.
+  grep -q "mechanism='EXTERNAL'" "$RUN/peer.out" || rc=1
+  ! grep -q 'VerifyDialback\|<db:result' "$RUN/peer.out" || rc=1
+fi
+if [ "$MODE" != plain ]; then
   # Every stream went through STARTTLS: as many handshakes as streams, and no failure.
   grep -q 'TLS up' "$RUN/peer.out" || rc=1
   ! grep -q 'TLS failed' "$RUN/peer.out" || rc=1
