@@ -224,7 +224,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || s.len() > MAX_KEY {
+    if (s.len() & 1) != 0 || s.len() > MAX_KEY {
         return None;
     }
     (0..s.len())

@@ -130,8 +130,10 @@ impl std::fmt::Debug for StreamReader {
 
 impl StreamReader {
     pub fn new(limits: Limits) -> StreamReader {
-        let mut options = rxml::Options::default();
-        options.max_token_length = limits.max_token_bytes.max(64);
+        let options = rxml::Options {
+            max_token_length: limits.max_token_bytes.max(64),
+            ..rxml::Options::default()
+        };
         let mut raw = RawParser::with_options(options);
         // Text is handed over as soon as it is read, so that stream-level text is refused at once.
         raw.set_text_buffering(false);
@@ -384,8 +386,8 @@ fn check_name(prefix: Option<&NcName>, local: &NcName, limits: &Limits) -> Resul
 
 fn map_rxml(e: rxml::Error) -> ReadError {
     match e {
-        rxml::Error::RestrictedXml(what) if what == "long name or reference" => ReadError::TooLong,
-        rxml::Error::RestrictedXml(what) if what == "event too long" => ReadError::TooLong,
+        rxml::Error::RestrictedXml("long name or reference") => ReadError::TooLong,
+        rxml::Error::RestrictedXml("event too long") => ReadError::TooLong,
         rxml::Error::RestrictedXml(what) => ReadError::Restricted(what.to_string()),
         // rxml reports `<!DOCTYPE` (and any other `<!` that is not a comment or CDATA) this way.
         rxml::Error::InvalidSyntax(what) if what.contains("cdata or comment") => {
@@ -566,8 +568,11 @@ mod tests {
 
     #[test]
     fn whitespace_between_stanzas_does_not_count() {
-        let mut limits = Limits::default();
-        limits.max_stanza_bytes = 250; // the header (~190 bytes) counts too
+        // The header (~190 bytes) counts too.
+        let limits = Limits {
+            max_stanza_bytes: 250,
+            ..Limits::default()
+        };
         let mut input = with_header(b"");
         for _ in 0..50 {
             input.extend_from_slice(b"  \n <a xmlns='x'>0123456789</a>");
