@@ -18,6 +18,7 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<Listen>,
     pub federation: Federation,
+    pub dns: DnsSettings,
     pub limits: Limits,
     #[serde(rename = "partner", skip_serializing_if = "Vec::is_empty")]
     pub partners: Vec<Partner>,
@@ -120,6 +121,13 @@ impl Default for Federation {
 pub enum FederationMode {
     Allowlist,
     Open,
+}
+
+/// Name servers for partner lookups (SRV, A/AAAA); empty means the system's resolver.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsSettings {
+    pub servers: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod config;
+pub mod dns;
 pub mod http;
 pub mod hub;
 pub mod oscar;

@@ -104,6 +104,8 @@ pub struct Router {
     store: Arc<dyn Store>,
     policy: Policy,
     edges: RwLock<HashMap<String, Arc<dyn Edge>>>,
+    /// Where domains nobody owns go, in open federation (XMPP, which can find any server).
+    default_edge: RwLock<Option<Arc<dyn Edge>>>,
     state: Mutex<State>,
 }
 
@@ -129,6 +131,7 @@ impl Router {
             store,
             policy,
             edges: RwLock::new(HashMap::new()),
+            default_edge: RwLock::new(None),
             state: Mutex::new(State::default()),
         }
     }
@@ -153,12 +156,24 @@ impl Router {
             .insert(domain.to_lowercase(), edge);
     }
 
+    /// Makes `edge` the route for every domain no one owns.
+    pub fn set_default_edge(&self, edge: Arc<dyn Edge>) {
+        *self.default_edge.write().unwrap_or_else(|e| e.into_inner()) = Some(edge);
+    }
+
     fn edge(&self, domain: &str) -> Option<Arc<dyn Edge>> {
-        self.edges
+        let owned = self
+            .edges
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(domain)
-            .cloned()
+            .cloned();
+        owned.or_else(|| {
+            self.default_edge
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        })
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {

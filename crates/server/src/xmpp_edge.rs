@@ -54,6 +54,7 @@ pub async fn start(state: &AppState, listeners: &Listen, tasks: &mut Tasks) -> R
     let mut xmpp_config =
         entente_xmpp::Config::new(served, dialback_secret(&config.storage.data_dir)?);
     xmpp_config.max_body_bytes = config.limits.max_body_bytes;
+    let dns = crate::dns::Dns::new(&config.dns.servers)?;
     let edge = Arc::new_cyclic(|me| XmppEdge {
         me: me.clone(),
         router: Arc::downgrade(&state.router),
@@ -65,9 +66,14 @@ pub async fn start(state: &AppState, listeners: &Listen, tasks: &mut Tasks) -> R
         verifying: Mutex::new(HashMap::new()),
         generation: AtomicU64::new(0),
         shutdown: state.shutdown.clone(),
+        dns,
     });
     for domain in edge.partners.keys() {
         state.router.add_edge(domain, edge.clone());
+    }
+    if config.federation.mode == crate::config::FederationMode::Open {
+        // Any domain that authenticates may federate: unknown domains are looked up as XMPP.
+        state.router.set_default_edge(edge.clone());
     }
     if let Some(addr) = listeners.xmpp_s2s {
         let listener = TcpListener::bind(addr)
@@ -128,6 +134,7 @@ pub struct XmppEdge {
     verifying: Mutex<HashMap<String, mpsc::UnboundedSender<(DialbackRequest, bool)>>>,
     generation: AtomicU64,
     shutdown: CancellationToken,
+    dns: crate::dns::Dns,
 }
 
 #[async_trait]
@@ -308,26 +315,54 @@ impl XmppEdge {
         }
     }
 
-    /// Where the peer's s2s service is: the partner's pinned address.
-    fn address_of(&self, domain: &str) -> std::result::Result<SocketAddr, (ErrorCode, String)> {
-        let Some(partner) = self.partners.get(domain) else {
+    /// Where the peer's s2s service is: the partner's pinned address, else DNS (RFC 6120 §3.2).
+    async fn addresses_of(
+        &self,
+        domain: &str,
+    ) -> std::result::Result<Vec<SocketAddr>, (ErrorCode, String)> {
+        let pinned = self.partners.get(domain).and_then(|p| p.address.clone());
+        if let Some(address) = pinned {
+            return address.parse().map(|a| vec![a]).map_err(|_| {
+                (
+                    ErrorCode::RemoteServerNotFound,
+                    format!("{domain}: address {address:?} is not ip:port"),
+                )
+            });
+        }
+        let found = self.dns.xmpp_server(domain).await;
+        if found.is_empty() {
             return Err((
                 ErrorCode::RemoteServerNotFound,
-                format!("{domain} is not a configured partner"),
+                format!("no XMPP server found for {domain}"),
             ));
-        };
-        let Some(address) = &partner.address else {
-            return Err((
-                ErrorCode::RemoteServerNotFound,
-                format!("no address configured for {domain}"),
-            ));
-        };
-        address.parse().map_err(|_| {
-            (
-                ErrorCode::RemoteServerNotFound,
-                format!("{domain}: address {address:?} is not ip:port"),
-            )
-        })
+        }
+        Ok(found)
+    }
+
+    /// Connects to the first address that answers.
+    async fn connect(&self, domain: &str) -> std::result::Result<TcpStream, (ErrorCode, String)> {
+        let mut last = (
+            ErrorCode::RemoteServerNotFound,
+            format!("cannot connect to {domain}"),
+        );
+        for addr in self.addresses_of(domain).await? {
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(Ok(tcp)) => return Ok(tcp),
+                Ok(Err(e)) => {
+                    last = (
+                        ErrorCode::RemoteServerNotFound,
+                        format!("cannot connect to {domain} at {addr}: {e}"),
+                    )
+                }
+                Err(_) => {
+                    last = (
+                        ErrorCode::RemoteServerTimeout,
+                        format!("{domain} at {addr} did not answer in time"),
+                    )
+                }
+            }
+        }
+        Err(last)
     }
 
     /// Answers what is left in a closed link's queue: events bounce, verifications fail.
@@ -365,21 +400,7 @@ impl XmppEdge {
         mut rx: mpsc::UnboundedReceiver<LinkCmd>,
         generation: u64,
     ) {
-        let connected = match self.address_of(&remote) {
-            Ok(addr) => match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await
-            {
-                Ok(Ok(tcp)) => Ok(tcp),
-                Ok(Err(e)) => Err((
-                    ErrorCode::RemoteServerNotFound,
-                    format!("cannot connect to {remote}: {e}"),
-                )),
-                Err(_) => Err((
-                    ErrorCode::RemoteServerTimeout,
-                    format!("{remote} did not answer in time"),
-                )),
-            },
-            Err(e) => Err(e),
-        };
+        let connected = self.connect(&remote).await;
         let tcp = match connected {
             Ok(tcp) => tcp,
             Err((code, text)) => {

@@ -490,3 +490,69 @@ async fn an_aim_user_chats_with_a_prosody_user() {
         (ALICE, icbm::typing::BEGUN)
     );
 }
+
+/// A partner without a pinned address is found through DNS (SRV `_xmpp-server._tcp`, then A), asked
+/// of the configured name server only: here a loopback responder that knows the test names.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partner_is_found_through_the_configured_name_server() {
+    require("runuser");
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = Certs::make(certs_dir.path(), Mode::Dialback);
+    let prosody_s2s = free_port();
+    let dns_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/xmpp/mini_dns.py");
+    let mut dns = Command::new("/usr/bin/python3")
+        .arg(script)
+        .args([
+            "--port",
+            &dns_port.to_string(),
+            "--a",
+            CORP,
+            "--srv",
+            &format!("{CORP}:{prosody_s2s}"),
+            "--timeout",
+            "60",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let dns_out = dns.stdout.take().unwrap();
+    let (tx, queries) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(dns_out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let extra = format!(
+        "[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n[[partner]]\ndomain = \"{CORP}\"\nprotocol = \"xmpp\"\nauth = \"dialback\"\n"
+    );
+    let server = Server::start_listening(&extra, "xmpp_s2s = \"127.0.0.1:0\"\n");
+    let prosody = Prosody::start(
+        Mode::Dialback,
+        &certs,
+        prosody_s2s,
+        server.listeners["xmpp_s2s"].port(),
+    );
+    let mut alice = XmppClient::connect("alice", &prosody);
+    let mut bob = server.login("bob").await;
+    bob.expect_type("roster").await;
+    assert_eq!(
+        bob.message("d1", ALICE, "found you through DNS").await["type"],
+        "ack"
+    );
+    let m = alice.expect("message", |v| v["event"] == "message" && v["from"] == BOB);
+    assert_eq!(m["body"], "found you through DNS");
+    let _ = dns.kill();
+    let _ = dns.wait();
+    let asked: Vec<String> = queries.try_iter().collect();
+    assert!(
+        asked
+            .iter()
+            .any(|l| l.contains(&format!("_xmpp-server._tcp.{CORP} type=33 -> 1"))),
+        "the SRV record was not asked for: {asked:?}"
+    );
+}
