@@ -185,7 +185,8 @@ pub enum Output {
         events: Vec<Event>,
         code: ErrorCode,
     },
-    /// The stream is over: write the remaining transmit bytes, then close the connection.
+    /// The stream is over: write the remaining transmit bytes, then close the connection. Always
+    /// the last output of a stream.
     Closed(CloseReason),
 }
 

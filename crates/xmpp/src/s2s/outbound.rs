@@ -678,6 +678,11 @@ impl Outbound {
         if !self.core.closed {
             return;
         }
+        // Closed stays the last output: what is returned here goes before it.
+        let closed = match self.core.outputs.back() {
+            Some(Output::Closed(_)) => self.core.outputs.pop_back(),
+            _ => None,
+        };
         if let State::Open(open) = std::mem::replace(&mut self.state, State::Closed) {
             for request in open.verifies {
                 self.core.output(Output::DialbackVerified {
@@ -700,6 +705,9 @@ impl Outbound {
                 request,
                 valid: false,
             });
+        }
+        if let Some(closed) = closed {
+            self.core.output(closed);
         }
     }
 }
