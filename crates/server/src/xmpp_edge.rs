@@ -26,6 +26,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How long an outbound connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connection attempts before queued events bounce, and the first pause between them (doubling).
+const RETRY_ATTEMPTS: u32 = 4;
+const RETRY_FIRST_PAUSE: Duration = Duration::from_millis(500);
 
 /// Starts the listener and registers the edge for every XMPP partner's domain.
 pub async fn start(state: &AppState, listeners: &Listen, tasks: &mut Tasks) -> Result<()> {
@@ -365,6 +368,36 @@ impl XmppEdge {
         Err(last)
     }
 
+    /// Connects, retrying with growing pauses while the peer refuses or does not answer;
+    /// events sent meanwhile wait in the link's queue. A domain with no server at all is not
+    /// retried.
+    async fn connect_with_retries(
+        &self,
+        domain: &str,
+    ) -> std::result::Result<TcpStream, (ErrorCode, String)> {
+        let mut pause = RETRY_FIRST_PAUSE;
+        let mut attempt = 1;
+        loop {
+            match self.connect(domain).await {
+                Ok(tcp) => return Ok(tcp),
+                Err(e) if attempt >= RETRY_ATTEMPTS || e.1.starts_with("no XMPP server") => {
+                    return Err(e)
+                }
+                Err((_, text)) => {
+                    tracing::info!(peer = %domain, attempt, %text, "xmpp link attempt failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = self.shutdown.cancelled() => {
+                            return Err((ErrorCode::RemoteServerTimeout, "the gateway is shutting down".into()));
+                        }
+                    }
+                    pause *= 2;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
     /// Answers what is left in a closed link's queue: events bounce, verifications fail.
     async fn fail_commands(
         &self,
@@ -400,8 +433,7 @@ impl XmppEdge {
         mut rx: mpsc::UnboundedReceiver<LinkCmd>,
         generation: u64,
     ) {
-        let connected = self.connect(&remote).await;
-        let tcp = match connected {
+        let tcp = match self.connect_with_retries(&remote).await {
             Ok(tcp) => tcp,
             Err((code, text)) => {
                 tracing::warn!(peer = %remote, %text, "xmpp link failed");

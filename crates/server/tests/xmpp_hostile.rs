@@ -140,3 +140,20 @@ async fn a_stalled_peer_does_not_hold_up_others() {
     );
     still_serving(&s).await;
 }
+
+#[tokio::test]
+async fn an_unreachable_partner_is_retried_then_the_sender_is_told() {
+    // Port 9 (discard) is closed on loopback: every attempt is refused.
+    let s = server();
+    let mut bob = s.login("bob").await;
+    bob.expect_type("roster").await;
+    assert_eq!(
+        bob.message("u1", "someone@corp.test", "hello?").await["type"],
+        "ack"
+    );
+    let e = bob
+        .expect("bounce", |v| v["type"] == "error" && v["id"] == "u1")
+        .await;
+    assert_eq!(e["code"], "remote_server_not_found", "{e}");
+    assert_eq!(e["from"], "someone@corp.test");
+}
