@@ -65,8 +65,8 @@
 //! arrives as an event through dialback (with `db:verify` to the real server), and an echo goes
 //! back on the gateway's own stream, with STARTTLS both ways in `tls` mode. In `pki` mode both
 //! sides hold certificates from a test CA, and SASL EXTERNAL authenticates both directions
-//! without any dialback. All six runs pass. Bytes captured from Prosody are replayed
-//! by `tests/captured_prosody.rs`.
+//! without any dialback. All six runs pass. Bytes captured from Prosody and
+//! ejabberd are replayed by `tests/captured.rs`.
 //!
 //! # Not covered
 //!

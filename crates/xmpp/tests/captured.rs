@@ -1,4 +1,5 @@
-//! Replays bytes captured from a real Prosody 0.12 (see testdata/prosody/README.md).
+//! Replays bytes captured from real Prosody 0.12 and ejabberd 23.01 servers (see
+//! testdata/prosody/README.md and testdata/ejabberd/README.md).
 
 mod common;
 
@@ -130,4 +131,76 @@ fn gateway_stream_to_prosody() {
             remote: "corp-a.test".into()
         }))
     );
+}
+
+#[test]
+fn ejabberd_stream_to_the_gateway() {
+    let now = Instant::now();
+    let mut inb = Inbound::with_seed(plaintext_config(), now, Some(1));
+    inb.handle_input(include_bytes!("../testdata/ejabberd/in_header.xml"), now);
+    inb.handle_input(include_bytes!("../testdata/ejabberd/in_db_result.xml"), now);
+    let Some(Output::VerifyDialback(request)) = inb.poll_event() else {
+        panic!("a dialback key to verify")
+    };
+    assert_eq!(
+        request.key,
+        "d1c1eb10a2420d549ba8e6f06ca0e0d15238048fb9d39098206429bbcfb5d3fb"
+    );
+    inb.dialback_verified(&request, true, now);
+    assert!(matches!(inb.poll_event(), Some(Output::Authorised(_))));
+    inb.handle_input(include_bytes!("../testdata/ejabberd/in_message.xml"), now);
+    let Some(Output::Event(Event::Message(m))) = inb.poll_event() else {
+        panic!("the message")
+    };
+    assert_eq!(m.body, "hello from alice via ejabberd");
+    assert_eq!(m.from.to_string(), "alice@corp-a.test");
+}
+
+#[test]
+fn ejabberd_checks_our_key_on_a_stream_of_its_own() {
+    // The key in the capture was made for ejabberd's stream id 5205816963976277712 with the
+    // example's secret; a fresh inbound stream verifies it without any memory of sending it.
+    let now = Instant::now();
+    let mut inb = Inbound::with_seed(plaintext_config(), now, Some(1));
+    inb.handle_input(
+        include_bytes!("../testdata/ejabberd/verify_header.xml"),
+        now,
+    );
+    while inb.poll_transmit().is_some() {}
+    inb.handle_input(
+        include_bytes!("../testdata/ejabberd/verify_request.xml"),
+        now,
+    );
+    assert_eq!(
+        drain_wire(&mut || inb.poll_transmit()),
+        "<db:verify from='hub.test' to='corp-a.test' id='5205816963976277712' type='valid'/>"
+    );
+}
+
+#[test]
+fn gateway_stream_to_ejabberd() {
+    let now = Instant::now();
+    let mut out = Outbound::with_seed(plaintext_config(), "hub.test", "corp-a.test", now, Some(1));
+    let echo = Event::Message(Message {
+        id: "e1".into(),
+        from: Address::new("bob", "hub.test", DomainKind::Hub).unwrap(),
+        to: Address::new("alice", "corp-a.test", DomainKind::Xmpp).unwrap(),
+        body: "echo".into(),
+        thread: None,
+        ts: time::OffsetDateTime::UNIX_EPOCH,
+    });
+    out.send(echo, now).unwrap();
+    while out.poll_transmit().is_some() {}
+    out.handle_input(include_bytes!("../testdata/ejabberd/out_header.xml"), now);
+    // An empty SASL mechanism list is not an offer of EXTERNAL: dialback it is.
+    out.handle_input(include_bytes!("../testdata/ejabberd/out_features.xml"), now);
+    assert_eq!(
+        drain_wire(&mut || out.poll_transmit()),
+        "<db:result from='hub.test' to='corp-a.test'>80864e2a6494fc73de98f462bfe41ea67f818984584e454b3a04cafc95c711c3</db:result>"
+    );
+    out.handle_input(
+        include_bytes!("../testdata/ejabberd/out_db_result_valid.xml"),
+        now,
+    );
+    assert!(drain_wire(&mut || out.poll_transmit()).contains("<body>echo</body>"));
 }
