@@ -412,6 +412,28 @@ async fn federate(mode: Mode) {
         "{e}"
     );
 
+    // IQs: disco#info and ping are answered by the gateway for the hub domain; anything else gets
+    // service-unavailable.
+    alice.send(json!({"cmd": "disco", "to": "hub.test"}));
+    let d = alice.expect("disco", |v| {
+        v["event"] == "disco" || v["event"] == "iq_error"
+    });
+    let features = d["features"].as_array().cloned().unwrap_or_default();
+    for f in [
+        "http://jabber.org/protocol/disco#info",
+        "urn:xmpp:ping",
+        "http://jabber.org/protocol/chatstates",
+    ] {
+        assert!(features.iter().any(|x| x == f), "{f} not advertised: {d}");
+    }
+    alice.send(json!({"cmd": "ping", "to": "hub.test"}));
+    alice.expect("pong", |v| v["event"] == "pong");
+    alice.send(json!({"cmd": "iq_unknown", "to": "hub.test"}));
+    let e = alice.expect("iq error", |v| {
+        v["event"] == "iq_error" || v["event"] == "iq_result"
+    });
+    assert_eq!(e["condition"], "service-unavailable", "{e}");
+
     drop(alice);
     bob.expect("alice offline", |v| {
         v["type"] == "presence" && v["from"] == ALICE && v["show"] == "offline"

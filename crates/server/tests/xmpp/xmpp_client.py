@@ -10,6 +10,9 @@ on stdin:
   {"cmd": "typing", "to": JID, "state": "composing"|"paused"|"active"}
   {"cmd": "subscribe"|"subscribed"|"unsubscribe"|"unsubscribed", "to": JID}
   {"cmd": "presence", "show": ""|"away"|"dnd"|"xa", "status": TEXT}
+  {"cmd": "disco", "to": JID}      -> {"event": "disco", "features": [...]} or {"event": "iq_error", ...}
+  {"cmd": "ping", "to": JID}       -> {"event": "pong"} or {"event": "iq_error", ...}
+  {"cmd": "iq_unknown", "to": JID} -> an IQ get with a namespace nobody serves
   {"cmd": "quit"}
 """
 import asyncio
@@ -100,12 +103,33 @@ class Client(slixmpp.ClientXMPP):
                 self.send_presence(pto=c["to"], ptype=cmd)
             elif cmd == "presence":
                 self.send_presence(pshow=c.get("show") or None, pstatus=c.get("status") or None)
+            elif cmd in ("disco", "ping", "iq_unknown"):
+                asyncio.ensure_future(self.query(cmd, c["to"]))
             elif cmd == "quit":
                 break
             emit(event="done", cmd=cmd)
         self.disconnect()
 
 
+async def _query(self, cmd, to):
+    try:
+        if cmd == "disco":
+            info = await self["xep_0030"].get_info(jid=to, timeout=10)
+            emit(event="disco", from_=to, features=sorted(info["disco_info"]["features"]))
+        elif cmd == "ping":
+            await self["xep_0199"].send_ping(to, timeout=10)
+            emit(event="pong", from_=to)
+        else:
+            iq = self.make_iq_get(queryxmlns="urn:example:nobody-serves-this", ito=to)
+            await iq.send(timeout=10)
+            emit(event="iq_result", from_=to)
+    except slixmpp.exceptions.IqError as e:
+        emit(event="iq_error", from_=to, cmd=cmd, condition=e.iq["error"]["condition"])
+    except slixmpp.exceptions.IqTimeout:
+        emit(event="iq_timeout", from_=to, cmd=cmd)
+
+
+Client.query = _query
 client = Client()
 client.connect(address=(host, port))
 client.loop.run_until_complete(client.disconnected)
