@@ -140,6 +140,58 @@ pub async fn register(
     registration_outcome(user, &response)
 }
 
+/// What registering a run's users did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Registered {
+    pub created: usize,
+    pub existing: usize,
+    /// Registration is closed on the server: the accounts are assumed to exist.
+    pub closed: bool,
+    pub seconds: f64,
+}
+
+/// Registers `users` with `concurrency` requests in flight. The first request tells whether the
+/// server takes registrations at all; if not, none of the others is sent.
+pub async fn register_all(
+    addr: SocketAddr,
+    users: &[String],
+    password: &str,
+    concurrency: usize,
+    timeout: Duration,
+) -> Result<Registered> {
+    use futures::StreamExt;
+    let started = std::time::Instant::now();
+    let mut out = Registered {
+        created: 0,
+        existing: 0,
+        closed: false,
+        seconds: 0.0,
+    };
+    let Some((first_user, rest)) = users.split_first() else {
+        return Ok(out);
+    };
+    let first = register(addr, first_user, password, timeout).await?;
+    if first == Registration::Closed {
+        out.closed = true;
+        out.seconds = started.elapsed().as_secs_f64();
+        return Ok(out);
+    }
+    let outcomes: Vec<Result<Registration>> = futures::stream::iter(rest)
+        .map(|user| register(addr, user, password, timeout))
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    for outcome in std::iter::once(Ok(first)).chain(outcomes) {
+        match outcome? {
+            Registration::Created => out.created += 1,
+            Registration::AlreadyExists => out.existing += 1,
+            Registration::Closed => bail!("the server closed registration during the run"),
+        }
+    }
+    out.seconds = started.elapsed().as_secs_f64();
+    Ok(out)
+}
+
 /// Interprets the answer to `POST /api/v1/register`.
 pub fn registration_outcome(user: &str, response: &Response) -> Result<Registration> {
     match response.status {

@@ -17,6 +17,11 @@ struct Cli {
 enum Mode {
     /// Hub client protocol over WebSocket: sessions exchange messages in pairs or a ring.
     Ws(entente_bench::ws::WsArgs),
+    /// OSCAR clients sign on (BUCP, BOS) and send each other IMs in pairs or a ring.
+    Oscar(entente_bench::oscar::OscarArgs),
+    /// Plays a partner XMPP server: s2s streams (STARTTLS, dialback) carry messages to hub
+    /// users connected over WebSocket.
+    S2s(entente_bench::s2s::S2sArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +39,8 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.mode {
             Mode::Ws(args) => entente_bench::ws::run(args).await,
+            Mode::Oscar(args) => entente_bench::oscar::run(args).await,
+            Mode::S2s(args) => entente_bench::s2s::run(args).await,
         }
     });
     match result {

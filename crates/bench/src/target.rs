@@ -1,6 +1,7 @@
 //! The server under load: either one already running on a loopback address, or one this tool
 //! starts from a binary with a throw-away configuration and data directory, then stops.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -70,6 +71,21 @@ pub struct SpawnSettings {
     pub connection_burst: u32,
     /// Extra environment variables for the server process.
     pub env: Vec<(String, String)>,
+    /// Also listen for OSCAR clients (`[listen] oscar`) on 127.0.0.1 with a kernel-picked port.
+    pub oscar: bool,
+    /// Also listen for XMPP server-to-server streams (`[listen] xmpp_s2s`), likewise.
+    pub xmpp_s2s: bool,
+    /// XMPP partner domains written as `[[partner]]` tables.
+    pub xmpp_partners: Vec<XmppPartner>,
+}
+
+/// An XMPP partner of a throw-away server: its domain, where its server listens, and how it
+/// authenticates (`dialback` or `certificate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XmppPartner {
+    pub domain: String,
+    pub address: SocketAddr,
+    pub auth: String,
 }
 
 impl Default for SpawnSettings {
@@ -80,13 +96,33 @@ impl Default for SpawnSettings {
             connection_rate: 1_000_000.0,
             connection_burst: 1_000_000,
             env: Vec::new(),
+            oscar: false,
+            xmpp_s2s: false,
+            xmpp_partners: Vec::new(),
         }
     }
 }
 
-/// The TOML configuration of a throw-away server: HTTP only, on 127.0.0.1 with a port the
-/// kernel picks, open registration, storage in `data_dir`, limits from `settings`.
+/// The TOML configuration of a throw-away server: HTTP (and the OSCAR and XMPP listeners when
+/// asked) on 127.0.0.1 with ports the kernel picks, open registration, storage in `data_dir`,
+/// limits and partners from `settings`.
 pub fn render_config(settings: &SpawnSettings, data_dir: &Path) -> String {
+    let mut listen = String::new();
+    if settings.oscar {
+        listen.push_str("oscar = \"127.0.0.1:0\"\n");
+    }
+    if settings.xmpp_s2s {
+        listen.push_str("xmpp_s2s = \"127.0.0.1:0\"\n");
+    }
+    let mut partners = String::new();
+    for p in &settings.xmpp_partners {
+        partners.push_str(&format!(
+            "\n[[partner]]\ndomain = {}\nprotocol = \"xmpp\"\naddress = {}\nauth = {}\n",
+            toml_string(&p.domain),
+            toml_string(&p.address.to_string()),
+            toml_string(&p.auth),
+        ));
+    }
     format!(
         "# Written by entente-bench for one run; deleted afterwards.\n\
 [hub]\n\
@@ -98,10 +134,12 @@ data_dir = {data_dir}\n\
 \n\
 [listen]\n\
 http = \"127.0.0.1:0\"\n\
+{listen}\
 \n\
 [limits]\n\
 connection_rate = {rate:?}\n\
-connection_burst = {burst}\n",
+connection_burst = {burst}\n\
+{partners}",
         domain = toml_string(&settings.domain),
         data_dir = toml_string(&data_dir.to_string_lossy()),
         rate = settings.connection_rate,
@@ -178,6 +216,8 @@ pub struct SpawnedServer {
     child: Child,
     pid: u32,
     pub http: HttpTarget,
+    /// Every listener the server announced (`http`, `oscar`, `xmpp_s2s`, …).
+    pub listeners: BTreeMap<String, SocketAddr>,
     log_path: PathBuf,
     config_path: PathBuf,
     /// Keeps the configuration and data directory alive until the server is gone.
@@ -186,7 +226,7 @@ pub struct SpawnedServer {
 
 impl SpawnedServer {
     /// Writes a configuration into a new temporary directory, starts `binary serve --config`,
-    /// and waits for its `listening http` line.
+    /// and waits for the `listening NAME ADDR` line of every listener it was configured with.
     pub async fn start(binary: &Path, settings: &SpawnSettings) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("entente-bench-")
@@ -219,11 +259,22 @@ impl SpawnedServer {
             .take()
             .ok_or_else(|| anyhow!("no stdout pipe from the server"))?;
 
+        let mut expected = vec!["http"];
+        if settings.oscar {
+            expected.push("oscar");
+        }
+        if settings.xmpp_s2s {
+            expected.push("xmpp_s2s");
+        }
+        let mut listeners = BTreeMap::new();
         let mut reader = BufReader::new(stdout);
         let wait_http = async {
             while let Some(line) = read_line_limited(&mut reader, MAX_LINE).await? {
-                if let Some(("http", addr)) = parse_listening_line(&line) {
-                    return Ok(Some(addr));
+                if let Some((name, addr)) = parse_listening_line(&line) {
+                    listeners.insert(name.to_string(), addr);
+                    if expected.iter().all(|n| listeners.contains_key(*n)) {
+                        return Ok(listeners.get("http").copied());
+                    }
                 }
             }
             Ok::<_, anyhow::Error>(None)
@@ -236,6 +287,7 @@ impl SpawnedServer {
             http: HttpTarget {
                 addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             },
+            listeners: BTreeMap::new(),
             log_path,
             config_path,
             dir,
@@ -245,19 +297,20 @@ impl SpawnedServer {
             Ok(Ok(None)) => {
                 let status = server.child.wait().await.ok();
                 bail!(
-                    "the server closed its output without a `listening http` line (exit: {}){}",
+                    "the server closed its output before announcing its listeners (exit: {}){}",
                     status.map_or("unknown".to_string(), |s| s.to_string()),
                     server.log_tail()
                 );
             }
             Ok(Err(e)) => bail!("reading the server's output: {e}{}", server.log_tail()),
             Err(_) => bail!(
-                "the server printed no `listening http` line within {}s{}",
+                "the server did not announce all its listeners within {}s{}",
                 STARTUP_TIMEOUT.as_secs(),
                 server.log_tail()
             ),
         };
         server.http = HttpTarget::from_addr(addr)?;
+        server.listeners = listeners;
         // Keep reading stdout so the server never blocks on a full pipe.
         tokio::spawn(async move {
             let mut sink = tokio::io::sink();

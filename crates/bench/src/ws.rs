@@ -210,7 +210,7 @@ impl WsArgs {
 }
 
 /// Reads `KEY=VALUE` for --server-env.
-fn parse_env_pair(text: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_env_pair(text: &str) -> Result<(String, String), String> {
     let (key, value) = text
         .split_once('=')
         .ok_or_else(|| format!("`{text}`: expected KEY=VALUE"))?;
@@ -421,6 +421,46 @@ async fn sign_in(plan: &SessionPlan) -> Result<(Socket, String)> {
             other => bail!("expected `welcome`, got `{other}`"),
         }
     }
+}
+
+/// A hub session over WebSocket for the other modes, which use hub users as receivers.
+pub(crate) type HubSocket = Socket;
+
+/// Opens a WebSocket to `ws_url` and signs in; returns the socket and the session's address.
+pub(crate) async fn hub_sign_in(
+    ws_url: &str,
+    user: &str,
+    password: &str,
+) -> Result<(HubSocket, String)> {
+    let plan = SessionPlan {
+        user: user.to_string(),
+        password: password.to_string(),
+        peer_user: String::new(),
+        ws_url: ws_url.to_string(),
+        window: 1,
+        interval: None,
+        max_messages: 0,
+        body_size: 0,
+    };
+    sign_in(&plan).await
+}
+
+/// A `message` frame from the hub: its sender and body. `None` for other frames.
+pub(crate) fn hub_message(text: &str) -> Option<(String, String)> {
+    #[derive(Deserialize)]
+    struct Frame<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
+        #[serde(default)]
+        from: Option<String>,
+        #[serde(default)]
+        body: Option<String>,
+    }
+    let frame: Frame = serde_json::from_str(text).ok()?;
+    if frame.kind != "message" {
+        return None;
+    }
+    Some((frame.from.unwrap_or_default(), frame.body?))
 }
 
 /// Handles one frame from the server while the session runs. Returns true when the server
@@ -853,18 +893,49 @@ impl WsReport {
 /// Runs the WebSocket benchmark and prints its report.
 pub async fn run(args: WsArgs) -> Result<()> {
     let report = execute(&args).await?;
-    match args.json.as_deref() {
+    print_report(&report, &report.table(), args.json.as_deref())
+}
+
+/// Prints a report as a table, and as JSON to `json` (`-`: JSON only, on stdout).
+pub(crate) fn print_report<R: Serialize>(
+    report: &R,
+    table: &Table,
+    json: Option<&std::path::Path>,
+) -> Result<()> {
+    match json {
         Some(path) if path.as_os_str() == "-" => {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            println!("{}", serde_json::to_string_pretty(report)?);
         }
         Some(path) => {
-            print!("{}", report.table());
-            std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            print!("{table}");
+            std::fs::write(path, serde_json::to_string_pretty(report)? + "\n")
                 .with_context(|| format!("writing {}", path.display()))?;
         }
-        None => print!("{}", report.table()),
+        None => print!("{table}"),
     }
     Ok(())
+}
+
+/// Stops a server this tool started (SIGTERM, then a kill after the drain timeout), copies its
+/// log if asked, and says how it ended.
+pub(crate) async fn stop_spawned(
+    spawned: Option<SpawnedServer>,
+    log_copy: Option<&std::path::Path>,
+) -> Option<String> {
+    let mut server = spawned?;
+    let tail = server.log_tail();
+    let log_source = server.log_path().to_path_buf();
+    let exit = match server.stop().await {
+        Ok(status) if status.success() => "0 after SIGTERM".to_string(),
+        Ok(status) => format!("{status} after SIGTERM{tail}"),
+        Err(e) => format!("{e:#}{tail}"),
+    };
+    if let Some(copy) = log_copy {
+        if let Err(e) = std::fs::copy(&log_source, copy) {
+            eprintln!("could not copy the server log to {}: {e}", copy.display());
+        }
+    }
+    Some(exit)
 }
 
 /// Runs the WebSocket benchmark and returns its report (printing only progress on stderr).
@@ -896,25 +967,7 @@ pub async fn execute(args: &WsArgs) -> Result<WsReport> {
     };
     let pid = spawned.as_ref().map(|s| s.pid()).or(args.server_pid);
     let result = measure(args, target, pid, &mut spawned).await;
-    let server_exit = match spawned {
-        Some(mut server) => {
-            let tail = server.log_tail();
-            let log_copy = args.server_log.clone();
-            let log_source = server.log_path().to_path_buf();
-            let exit = match server.stop().await {
-                Ok(status) if status.success() => Some("0 after SIGTERM".to_string()),
-                Ok(status) => Some(format!("{status} after SIGTERM{tail}")),
-                Err(e) => Some(format!("{e:#}{tail}")),
-            };
-            if let Some(copy) = log_copy {
-                if let Err(e) = std::fs::copy(&log_source, &copy) {
-                    eprintln!("could not copy the server log to {}: {e}", copy.display());
-                }
-            }
-            exit
-        }
-        None => None,
-    };
+    let server_exit = stop_spawned(spawned, args.server_log.as_deref()).await;
     let mut report = match result {
         Ok(report) => report,
         Err(e) => {
@@ -928,7 +981,7 @@ pub async fn execute(args: &WsArgs) -> Result<WsReport> {
     Ok(report)
 }
 
-fn read_memory(pid: Option<u32>) -> Result<Option<MemoryStatus>> {
+pub(crate) fn read_memory(pid: Option<u32>) -> Result<Option<MemoryStatus>> {
     match pid {
         Some(pid) => {
             Ok(Some(process::read_memory(pid).with_context(|| {
