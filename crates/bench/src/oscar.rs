@@ -33,7 +33,7 @@ use crate::ws::{decode_body, encode_body, peer_of, MemoryReport, Pattern, MAX_SE
 /// Time allowed for one HTTP request or one sign-on.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest FLAP payload accepted from the server.
-const MAX_FLAP_PAYLOAD: usize = 64 * 1024;
+const MAX_FLAP_PAYLOAD: usize = 16 * 1024;
 /// Frames skipped while waiting for one particular SNAC during sign-on.
 const MAX_SKIPPED: usize = 256;
 /// Longest screen name the tool builds (AIM allows 16 characters, the hub more).
@@ -80,8 +80,8 @@ pub struct OscarArgs {
     /// IMs each session sends (default: as many as fit in --duration).
     #[arg(long)]
     pub messages: Option<u64>,
-    /// IMs each session may have sent but not yet seen delivered (end to end: the host ack
-    /// is given on acceptance, before the message is stored, so it cannot pace a sender).
+    /// IMs each session may have sent but not yet seen delivered to its peer (end to end,
+    /// counted by the receiving session; host acks are measured but do not pace).
     #[arg(long, default_value_t = 1)]
     pub window: u32,
     /// IMs per second each session sends. The server's ICBM rate class warns a client whose
@@ -1180,4 +1180,220 @@ async fn measure(
         bench_cpu_cores: cores(bench_cpu_before, bench_cpu_after),
         server_exit: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use entente_oscar::UserInfo;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        oscar: OscarArgs,
+    }
+
+    fn args(extra: &[&str]) -> Result<OscarArgs, clap::Error> {
+        let mut argv = vec!["entente-bench"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).map(|c| c.oscar)
+    }
+
+    fn snac_frame<T: SnacBody>(body: &T) -> Flap {
+        Flap {
+            channel: Channel::Snac,
+            seq: 1,
+            payload: body.to_snac(7).to_bytes(),
+        }
+    }
+
+    fn shared(run: u64, sessions: usize) -> Shared {
+        Shared {
+            epoch: Instant::now(),
+            run,
+            sent: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            senders_done: AtomicUsize::new(0),
+            disconnected: AtomicUsize::new(0),
+            delivered_from: (0..sessions).map(|_| AtomicU64::new(0)).collect(),
+            wake: (0..sessions).map(|_| Notify::new()).collect(),
+        }
+    }
+
+    #[test]
+    fn an_im_to_the_host_carries_text_cookie_and_ack_request() {
+        let body = encode_body(0xabc, 41, 1_000, 64);
+        let im = im_to_host("bench1", &body, 41);
+        let bytes = im.to_snac(3).to_bytes();
+        let snac = Snac::decode(&bytes).unwrap();
+        assert_eq!(snac.kind(), (0x04, 0x06));
+        let decoded: icbm::ChannelMsgToHost = snac.body_as().unwrap();
+        assert_eq!(decoded.screen_name, "bench1");
+        assert_eq!(decoded.channel, 1);
+        assert!(decoded.wants_host_ack());
+        assert_eq!(u64::from_be_bytes(decoded.cookie), 41);
+        assert_eq!(decoded.message().unwrap().text().unwrap(), body);
+    }
+
+    #[test]
+    fn server_frames_are_classified() {
+        let body = encode_body(5, 0, 10, 40);
+        let im = icbm::ChannelMsgToClient::text([0; 8], UserInfo::name_only("bench0"), &body);
+        assert_eq!(classify(&snac_frame(&im)), Seen::Im(body));
+        let ack = icbm::HostAck {
+            cookie: 9u64.to_be_bytes(),
+            channel: 1,
+            screen_name: "bench1".into(),
+        };
+        assert_eq!(classify(&snac_frame(&ack)), Seen::HostAck(9));
+        let signoff = Flap {
+            channel: Channel::SignOff,
+            seq: 2,
+            payload: Bytes::new(),
+        };
+        assert_eq!(classify(&signoff), Seen::SignedOff);
+        assert_eq!(
+            classify(&snac_frame(&oservice::RateParamsQuery)),
+            Seen::Other
+        );
+        // Truncated or garbage SNACs are unreadable, never a panic.
+        let im_bytes = im.to_snac(1).to_bytes();
+        for cut in [0, 3, 10, 12, im_bytes.len() - 1] {
+            let frame = Flap {
+                channel: Channel::Snac,
+                seq: 3,
+                payload: im_bytes.slice(..cut),
+            };
+            let seen = classify(&frame);
+            assert!(
+                matches!(seen, Seen::Unreadable | Seen::Im(_)),
+                "cut {cut}: {seen:?}"
+            );
+        }
+        let garbage = Flap {
+            channel: Channel::Snac,
+            seq: 4,
+            payload: Bytes::from_static(&[0, 0x04, 0, 0x07, 0, 0, 0, 0, 0, 1, 0xff]),
+        };
+        assert_eq!(classify(&garbage), Seen::Unreadable);
+    }
+
+    #[test]
+    fn ims_update_counters_and_wake_the_sender() {
+        let shared = shared(7, 3);
+        let mut out = Outcome::new();
+        assert!(on_im(&encode_body(7, 0, 0, 0), &shared, 2, &mut out));
+        assert!(on_im(&encode_body(7, 1, 0, 0), &shared, 2, &mut out));
+        assert!(on_im(&encode_body(7, 1, 0, 0), &shared, 2, &mut out));
+        assert!(!on_im(&encode_body(6, 5, 0, 0), &shared, 2, &mut out));
+        assert!(!on_im("hello", &shared, 2, &mut out));
+        // A sender index out of range is counted but wakes nobody.
+        assert!(on_im(&encode_body(7, 2, 0, 0), &shared, 99, &mut out));
+        assert_eq!(out.delivered, 4);
+        assert_eq!(out.out_of_order, 1);
+        assert_eq!(out.stale, 2);
+        assert_eq!(out.latency.len(), 4);
+        assert_eq!(shared.delivered_from[2].load(Ordering::Relaxed), 3);
+        assert_eq!(shared.delivered_from[0].load(Ordering::Relaxed), 0);
+        assert_eq!(shared.delivered.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn arguments_are_bounded() {
+        assert!(args(&["--spawn", "x"]).unwrap().validate().is_ok());
+        assert!(args(&[
+            "--url",
+            "http://127.0.0.1:1",
+            "--oscar",
+            "127.0.0.1:5190",
+            "--server-pid",
+            "4"
+        ])
+        .unwrap()
+        .validate()
+        .is_ok());
+        // --url needs --oscar; one of --url and --spawn.
+        assert!(args(&["--url", "http://127.0.0.1:1"]).is_err());
+        assert!(args(&[]).is_err());
+        assert!(
+            args(&["--url", "http://127.0.0.1:1", "--oscar", "10.0.0.1:5190"])
+                .unwrap()
+                .validate()
+                .is_err()
+        );
+        for bad in [
+            &["--sessions", "1"][..],
+            &["--sessions", "3"],
+            &["--sessions", "20002"],
+            &["--duration", "0"],
+            &["--messages", "0"],
+            &["--window", "0"],
+            &["--rate=-1"],
+            &["--rate", "NaN"],
+            &["--body-size", "5000"],
+            &["--user-prefix", "averyveryverylongprefix"],
+            &["--user-prefix", "Bench"],
+            &["--password", ""],
+            &["--connect-concurrency", "0"],
+        ] {
+            let mut argv = vec!["--spawn", "x"];
+            argv.extend_from_slice(bad);
+            assert!(args(&argv).unwrap().validate().is_err(), "{bad:?} accepted");
+        }
+        let ring = args(&[
+            "--spawn",
+            "x",
+            "--sessions",
+            "3",
+            "--pattern",
+            "ring",
+            "--rate",
+            "0",
+        ])
+        .unwrap();
+        assert!(ring.validate().is_ok());
+    }
+
+    #[tokio::test]
+    async fn sign_on_refuses_other_hosts_and_reports_a_closed_server() {
+        assert!(OscarClient::connect("192.0.2.1:5190".parse().unwrap())
+            .await
+            .is_err());
+        // A server that closes at once: an error, not a hang or a panic.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            drop(s);
+        });
+        match sign_on(addr, "bench0", "pw").await {
+            Err(SignOnError::Other(_)) => {}
+            Err(other) => panic!("unexpected {other}"),
+            Ok(_) => panic!("signed on against a closed socket"),
+        }
+    }
+
+    #[tokio::test]
+    async fn hostile_frames_during_sign_on_are_errors() {
+        // A length field beyond the payload limit; something that is not FLAP at all.
+        let hostile: [&'static [u8]; 2] =
+            [&[0x2A, 2, 0, 1, 0xFF, 0xFF], b"HTTP/1.1 400 Bad\r\n\r\n"];
+        for bytes in hostile {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let _ = s.write_all(bytes).await;
+                let _ = s.write_all(&[0u8; 1024]).await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+            let result =
+                tokio::time::timeout(Duration::from_secs(20), sign_on(addr, "bench0", "pw"))
+                    .await
+                    .expect("the client gives up on its own");
+            assert!(matches!(result, Err(SignOnError::Other(_))));
+        }
+    }
 }

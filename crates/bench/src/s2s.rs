@@ -1432,3 +1432,295 @@ async fn measure(
         server_exit: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        s2s: S2sArgs,
+    }
+
+    fn args(extra: &[&str]) -> Result<S2sArgs, clap::Error> {
+        let mut argv = vec!["entente-bench", "--spawn", "x"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).map(|c| c.s2s)
+    }
+
+    fn shared(run: u64, streams: usize) -> Shared {
+        Shared {
+            epoch: Instant::now(),
+            run,
+            partner: "bench.test".to_string(),
+            sent: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            streams_done: AtomicUsize::new(0),
+            failed_streams: AtomicUsize::new(0),
+            delivered_from: (0..streams).map(|_| AtomicU64::new(0)).collect(),
+            wake: (0..streams).map(|_| Notify::new()).collect(),
+        }
+    }
+
+    fn outcome() -> ReceiverOutcome {
+        ReceiverOutcome {
+            latency: report::latency_histogram(),
+            delivered: 0,
+            stale: 0,
+            out_of_order: 0,
+            last_delivery_us: None,
+            disconnect: None,
+        }
+    }
+
+    #[test]
+    fn senders_are_named_and_recognised() {
+        for k in [0, 1, 17, 999] {
+            let from = format!("{}@bench.test", sender_name(k));
+            assert_eq!(stream_of(&from, "bench.test"), Some(k));
+            assert_eq!(stream_of(&format!("{from}/res"), "bench.test"), Some(k));
+        }
+        for from in [
+            "s1@other.test",
+            "x1@bench.test",
+            "s@bench.test",
+            "s-1@bench.test",
+            "s1x@bench.test",
+            "s99999999999@bench.test",
+            "s1",
+            "",
+            "@bench.test",
+        ] {
+            assert_eq!(stream_of(from, "bench.test"), None, "{from}");
+        }
+    }
+
+    #[test]
+    fn messages_are_spread_over_every_session() {
+        for (streams, sessions) in [(1, 10), (4, 10), (10, 4), (3, 3), (7, 1)] {
+            let mut hits = vec![0u64; sessions];
+            for stream in 0..streams {
+                for seq in 0..(sessions as u64 * 10) {
+                    hits[receiver_of(stream, seq, streams, sessions)] += 1;
+                }
+            }
+            assert!(
+                hits.iter().all(|&h| h > 0),
+                "{streams}×{sessions}: {hits:?}"
+            );
+        }
+        // Never out of range, even with extreme numbers.
+        assert!(receiver_of(999, u64::MAX, 1000, 7) < 7);
+    }
+
+    #[test]
+    fn hub_messages_update_counters() {
+        let shared = shared(3, 2);
+        let mut out = outcome();
+        let mut last = BTreeMap::new();
+        let ours = |seq| encode_body(3, seq, 0, 0);
+        assert!(on_hub_message(
+            "s1@bench.test",
+            &ours(0),
+            &shared,
+            &mut last,
+            &mut out
+        ));
+        assert!(on_hub_message(
+            "s1@bench.test",
+            &ours(4),
+            &shared,
+            &mut last,
+            &mut out
+        ));
+        assert!(on_hub_message(
+            "s0@bench.test",
+            &ours(1),
+            &shared,
+            &mut last,
+            &mut out
+        ));
+        // A repeat from stream 1 is out of order; stream 0's numbers are its own.
+        assert!(on_hub_message(
+            "s1@bench.test",
+            &ours(4),
+            &shared,
+            &mut last,
+            &mut out
+        ));
+        // Warm-up messages are not counted at all; others are stale.
+        assert!(!on_hub_message(
+            "s0@bench.test",
+            &format!("{WARM_UP_TAG} 0"),
+            &shared,
+            &mut last,
+            &mut out
+        ));
+        assert!(!on_hub_message(
+            "s0@bench.test",
+            &encode_body(2, 0, 0, 0),
+            &shared,
+            &mut last,
+            &mut out
+        ));
+        assert!(!on_hub_message(
+            "alice@localhost",
+            &ours(9),
+            &shared,
+            &mut last,
+            &mut out
+        ));
+        // A stream number beyond the run's streams is counted but wakes nobody.
+        assert!(on_hub_message(
+            "s9@bench.test",
+            &ours(0),
+            &shared,
+            &mut last,
+            &mut out
+        ));
+        assert_eq!(out.delivered, 5);
+        assert_eq!(out.out_of_order, 1);
+        assert_eq!(out.stale, 2);
+        assert_eq!(shared.delivered_from[1].load(Ordering::Relaxed), 3);
+        assert_eq!(shared.delivered_from[0].load(Ordering::Relaxed), 1);
+        assert_eq!(shared.delivered.load(Ordering::Relaxed), 5);
+    }
+
+    #[test]
+    fn message_events_are_from_the_partner() {
+        let shared = shared(1, 1);
+        let to = Address::parse("bench0@localhost").unwrap();
+        let Event::Message(m) = message_event(&shared, 3, 8, 100, to.clone(), 64).unwrap() else {
+            panic!("not a message");
+        };
+        assert_eq!(m.from.to_string(), "s3@bench.test");
+        assert_eq!(m.to, to);
+        assert_eq!(m.body.len(), 64);
+        let stamp = decode_body(&m.body).unwrap();
+        assert_eq!((stamp.run, stamp.seq, stamp.sent_us), (1, 8, 100));
+    }
+
+    #[test]
+    fn arguments_are_bounded() {
+        assert!(args(&[]).unwrap().validate().is_ok());
+        assert!(args(&["--streams", "100", "--sessions", "1"])
+            .unwrap()
+            .validate()
+            .is_ok());
+        for bad in [
+            &["--streams", "0"][..],
+            &["--streams", "1001"],
+            &["--sessions", "0"],
+            &["--duration", "0"],
+            &["--messages", "0"],
+            &["--window", "0"],
+            &["--rate", "0"],
+            &["--body-size", "5000"],
+            &["--partner-domain", "Bench.Test"],
+            &["--partner-domain", "nodot"],
+            &["--partner-domain", "a@b.test"],
+            &["--partner-domain", ""],
+            &["--user-prefix", "B"],
+        ] {
+            assert!(args(bad).unwrap().validate().is_err(), "{bad:?} accepted");
+        }
+        // --spawn is required.
+        assert!(Cli::try_parse_from(["entente-bench"]).is_err());
+    }
+
+    #[test]
+    fn tls_configurations_build() {
+        let tls = TlsSetup::new("bench.test").unwrap();
+        assert!(tls.server.alpn_protocols.is_empty());
+        assert!(Arc::strong_count(&tls.client) == 1);
+    }
+
+    /// The tool's listener answers `db:verify` for its own keys: an outbound stream of the same
+    /// configuration to the listener verifies a key made with the shared secret, and refuses one
+    /// made with another.
+    #[tokio::test]
+    async fn the_listener_verifies_keys_made_with_the_shared_secret() {
+        let tls = Arc::new(TlsSetup::new("bench.test").unwrap());
+        let secret = vec![7u8; 32];
+        let mut served = BTreeMap::new();
+        served.insert("bench.test".to_string(), DomainKind::Xmpp);
+        served.insert("hub.test".to_string(), DomainKind::Hub);
+        let cfg = Arc::new(entente_xmpp::Config::new(served, secret.clone()));
+        let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let (verify_tx, _verify_rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(ListenerStats::default());
+        let task = tokio::spawn(listener(
+            socket,
+            cfg.clone(),
+            tls.clone(),
+            verify_tx,
+            stats.clone(),
+        ));
+
+        let good = entente_xmpp::dialback::dialback_key(&secret, "hub.test", "bench.test", "id1");
+        let bad = entente_xmpp::dialback::dialback_key(&[1u8; 32], "hub.test", "bench.test", "id2");
+        let mut machine = Outbound::new(cfg, "hub.test", "bench.test", Instant::now());
+        let requests = [
+            DialbackRequest {
+                originating: "bench.test".into(),
+                receiving: "hub.test".into(),
+                stream_id: "id1".into(),
+                key: good,
+            },
+            DialbackRequest {
+                originating: "bench.test".into(),
+                receiving: "hub.test".into(),
+                stream_id: "id2".into(),
+                key: bad,
+            },
+        ];
+        for r in &requests {
+            machine.verify_dialback(r.clone(), Instant::now());
+        }
+        let mut io = Io::Plain(TcpStream::connect(addr).await.unwrap());
+        let mut answers = HashMap::new();
+        let mut buf = vec![0u8; READ_CHUNK];
+        let work = async {
+            while answers.len() < 2 {
+                while let Some(bytes) = machine.poll_transmit() {
+                    io.write_all(&bytes).await.unwrap();
+                }
+                while let Some(out) = machine.poll_event() {
+                    match out {
+                        Output::StartTls => {
+                            while let Some(bytes) = machine.poll_transmit() {
+                                io.write_all(&bytes).await.unwrap();
+                            }
+                            assert!(io.start_client(&tls, "bench.test").await);
+                            machine.tls_established(Vec::new(), Instant::now());
+                        }
+                        Output::DialbackVerified { request, valid } => {
+                            answers.insert(request.stream_id, valid);
+                        }
+                        Output::Closed(why) => panic!("closed: {why:?}"),
+                        _ => {}
+                    }
+                }
+                while let Some(bytes) = machine.poll_transmit() {
+                    io.write_all(&bytes).await.unwrap();
+                }
+                if answers.len() == 2 {
+                    break;
+                }
+                let n = io.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the listener closed the stream");
+                machine.handle_input(&buf[..n], Instant::now());
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), work)
+            .await
+            .expect("the listener answers");
+        assert_eq!(answers.get("id1"), Some(&true));
+        assert_eq!(answers.get("id2"), Some(&false));
+        assert_eq!(stats.connections.load(Ordering::Relaxed), 1);
+        task.abort();
+    }
+}

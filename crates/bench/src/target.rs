@@ -439,6 +439,35 @@ mod tests {
     }
 
     #[test]
+    fn oscar_xmpp_and_partners_are_written() {
+        let settings = SpawnSettings {
+            oscar: true,
+            xmpp_s2s: true,
+            xmpp_partners: vec![XmppPartner {
+                domain: "bench.test".to_string(),
+                address: "127.0.0.1:4567".parse().unwrap(),
+                auth: "dialback".to_string(),
+            }],
+            ..SpawnSettings::default()
+        };
+        let value: toml::Table =
+            toml::from_str(&render_config(&settings, Path::new("/d"))).expect("valid TOML");
+        assert_eq!(value["listen"]["http"].as_str(), Some("127.0.0.1:0"));
+        assert_eq!(value["listen"]["oscar"].as_str(), Some("127.0.0.1:0"));
+        assert_eq!(value["listen"]["xmpp_s2s"].as_str(), Some("127.0.0.1:0"));
+        let partners = value["partner"].as_array().expect("[[partner]] tables");
+        assert_eq!(partners.len(), 1);
+        assert_eq!(partners[0]["domain"].as_str(), Some("bench.test"));
+        assert_eq!(partners[0]["protocol"].as_str(), Some("xmpp"));
+        assert_eq!(partners[0]["address"].as_str(), Some("127.0.0.1:4567"));
+        assert_eq!(partners[0]["auth"].as_str(), Some("dialback"));
+        assert_eq!(
+            value["limits"]["connection_burst"].as_integer(),
+            Some(1_000_000)
+        );
+    }
+
+    #[test]
     fn whole_number_rates_stay_floats() {
         let settings = SpawnSettings {
             connection_rate: 50.0,
