@@ -94,4 +94,22 @@ async fn xmpp_sip_and_oscar_users_reach_each_other() {
     )
     .await;
     carol_sees.passes().await;
+
+    // SIP → OSCAR: carol's MESSAGE to dave@hub.test reaches his AIM client.
+    sip::sipp_uac(
+        server.listeners["sip"],
+        "u1",
+        "uac_message.xml",
+        &[
+            ("HUB", "hub.test"),
+            ("FROM_DOMAIN", SIP_DOMAIN),
+            ("BODY", "hi dave from sip"),
+            ("EXPECT", "200"),
+        ],
+        "dave",
+    )
+    .await;
+    let (from, text) = dave.incoming_im().await;
+    assert_eq!(from, "carol@corp-b.test");
+    assert!(text.contains("hi dave from sip over UDP"), "{text}");
 }

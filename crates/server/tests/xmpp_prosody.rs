@@ -307,3 +307,41 @@ async fn a_partner_is_found_through_the_configured_name_server() {
         "the SRV record was not asked for: {asked:?}"
     );
 }
+
+/// A partner that must authenticate with a certificate but presents a self-signed one is not
+/// let in by dialback either, and a domain that is not a partner at all is refused: in both
+/// cases the Prosody user is told, and nothing reaches the hub user.
+#[tokio::test(flavor = "multi_thread")]
+async fn partners_without_a_valid_certificate_or_not_on_the_allowlist_are_refused() {
+    require("runuser");
+    for extra_of in [
+        |port: u16| {
+            format!("[[partner]]\ndomain = \"{CORP}\"\nprotocol = \"xmpp\"\naddress = \"127.0.0.1:{port}\"\nauth = \"certificate\"\n")
+        },
+        |_port: u16| {
+            "[[partner]]\ndomain = \"someone-else.test\"\nprotocol = \"xmpp\"\naddress = \"127.0.0.1:9\"\nauth = \"dialback\"\n".to_string()
+        },
+    ] {
+        let certs_dir = tempfile::tempdir().unwrap();
+        let certs = Certs::make(certs_dir.path(), Mode::Dialback);
+        let prosody_s2s = free_port();
+        let server =
+            Server::start_listening(&extra_of(prosody_s2s), "xmpp_s2s = \"127.0.0.1:0\"\n");
+        let prosody = Prosody::start(
+            Mode::Dialback,
+            &certs,
+            prosody_s2s,
+            server.listeners["xmpp_s2s"].port(),
+        );
+        let mut alice = XmppClient::connect("alice", &prosody);
+        let mut bob = server.login("bob").await;
+        bob.expect_type("roster").await;
+        alice.send(json!({"cmd": "message", "to": BOB, "body": "let me in", "id": "r1"}));
+        let e = alice.expect("refusal", |v| v["event"] == "message_error");
+        assert!(!e["condition"].as_str().unwrap_or("").is_empty(), "{e}");
+        assert!(bob
+            .try_recv(std::time::Duration::from_millis(500))
+            .await
+            .is_none_or(|v| v["type"] != "message"));
+    }
+}
