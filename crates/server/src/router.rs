@@ -391,10 +391,26 @@ impl Router {
             }
         }
         match event {
-            Event::Presence(Presence { to: None, .. }) => Err(Refusal::new(
-                ErrorCode::BadRequest,
-                "broadcast presence is set per session",
-            )),
+            Event::Presence(p @ Presence { to: None, .. }) => match origin {
+                // A partner's presence agent publishing for one of its users (SIP PUBLISH):
+                // every hub user allowed to see that user is told.
+                Origin::Partner { .. } => {
+                    for watcher in self.store.watchers(&p.from).await.map_err(internal)? {
+                        if self.is_local(&watcher) {
+                            let directed = Presence {
+                                to: Some(watcher),
+                                ..p.clone()
+                            };
+                            self.inbound_presence(directed).await?;
+                        }
+                    }
+                    Ok(())
+                }
+                Origin::Hub => Err(Refusal::new(
+                    ErrorCode::BadRequest,
+                    "broadcast presence is set per session",
+                )),
+            },
             Event::Subscription(s) if matches!(origin, Origin::Hub) => {
                 let before = self
                     .store
@@ -1066,6 +1082,48 @@ mod tests {
             .await
             .unwrap()
             .is_none());
+    }
+
+    #[tokio::test]
+    async fn a_partners_published_presence_reaches_the_users_who_may_see_it() {
+        let (_d, router, _edge) = setup(false).await;
+        let alice = a("alice@hub.example");
+        let bob = a("bob@corp.example");
+        let mut item = RosterItem::new(bob.clone());
+        item.subscription = entente_store::SubState::To;
+        router.store().put_roster_item(&alice, &item).await.unwrap();
+        let mut s = router.open_session(alice.clone()).await;
+        let kind = PresenceKind::Available {
+            show: Show::Away,
+            status: Some("published".into()),
+        };
+        let p = Presence {
+            from: bob.clone(),
+            to: None,
+            kind: kind.clone(),
+        };
+        router.submit(partner(), Event::Presence(p)).await.unwrap();
+        let mut seen = false;
+        while let Ok(d) = s.rx.try_recv() {
+            if let Delivery::Event(Event::Presence(p)) = d {
+                seen |= p.from == bob && p.to.as_ref() == Some(&alice) && p.kind == kind;
+            }
+        }
+        assert!(seen);
+        // A hub session cannot broadcast through submit (its presence is set per session).
+        let p = Presence {
+            from: alice.clone(),
+            to: None,
+            kind,
+        };
+        assert_eq!(
+            router
+                .submit(Origin::Hub, Event::Presence(p))
+                .await
+                .unwrap_err()
+                .code,
+            ErrorCode::BadRequest
+        );
     }
 
     #[tokio::test]

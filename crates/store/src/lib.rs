@@ -158,6 +158,8 @@ pub trait Store: Send + Sync + 'static {
     async fn roster_item(&self, owner: &Address, contact: &Address) -> Result<Option<RosterItem>>;
     async fn put_roster_item(&self, owner: &Address, item: &RosterItem) -> Result<()>;
     async fn remove_roster_item(&self, owner: &Address, contact: &Address) -> Result<()>;
+    /// The owners who may see `contact`'s presence (their item has `to` or `both`).
+    async fn watchers(&self, contact: &Address) -> Result<Vec<Address>>;
 
     /// Commits a message to the recipient's queue and returns it with its sequence number.
     async fn enqueue(&self, msg: QueuedMessage) -> Result<QueuedMessage>;

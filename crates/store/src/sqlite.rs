@@ -300,6 +300,16 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn watchers(&self, contact: &Address) -> Result<Vec<Address>> {
+        let rows = sqlx::query(
+            "SELECT owner FROM roster WHERE contact = ? AND subscription IN ('to', 'both') ORDER BY owner",
+        )
+        .bind(contact.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| addr(r.try_get(0)?)).collect()
+    }
+
     async fn enqueue(&self, mut msg: QueuedMessage) -> Result<QueuedMessage> {
         let res = sqlx::query(
             "INSERT INTO inbox (recipient, sender, msg_id, body, thread, ts) VALUES (?, ?, ?, ?, ?, ?)",
