@@ -255,7 +255,7 @@ async fn a_partner_is_found_through_the_configured_name_server() {
         .local_addr()
         .unwrap()
         .port();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/xmpp/mini_dns.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xmpp/interop/mini_dns.py");
     let mut dns = Command::new("/usr/bin/python3")
         .arg(script)
         .args([
