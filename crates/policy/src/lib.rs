@@ -2,12 +2,16 @@
 //! how fast one connection may send, and how failed logins slow down. No IO here: callers pass
 //! the current time where it matters.
 
+pub mod inspect;
 mod limits;
+pub mod outbreak;
 
 use entente_model::{ErrorCode, Event};
 use std::collections::HashSet;
 
+pub use inspect::{Action, Boundary, Inspector, Link, RuleError, Verdict};
 pub use limits::{ConnectionLimiter, LoginThrottle, LoginVerdict};
+pub use outbreak::{Alert, Fingerprint, Outbreak, OutbreakSettings};
 
 /// Which remote domains may exchange traffic with the hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
