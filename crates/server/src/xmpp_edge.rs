@@ -249,6 +249,34 @@ impl Io {
     }
 }
 
+/// What the driver needs of both stream machines to write their output.
+trait Transmit {
+    fn poll_transmit(&mut self) -> Option<Vec<u8>>;
+}
+
+impl Transmit for Outbound {
+    fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        Outbound::poll_transmit(self)
+    }
+}
+
+impl Transmit for Inbound {
+    fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        Inbound::poll_transmit(self)
+    }
+}
+
+/// Writes everything the machine has queued; false when the connection is gone.
+async fn write_pending(io: &mut Io, machine: &mut impl Transmit) -> bool {
+    while let Some(bytes) = machine.poll_transmit() {
+        tracing::trace!(data = %String::from_utf8_lossy(&bytes), "xmpp >>");
+        if io.write_all(&bytes).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
@@ -452,12 +480,9 @@ impl XmppEdge {
             // Handling an output may queue more bytes (a new stream header after TLS), so
             // writing and handling alternate until both are drained.
             loop {
-                while let Some(bytes) = machine.poll_transmit() {
-                    tracing::trace!(data = %String::from_utf8_lossy(&bytes), "xmpp >>");
-                    if io.write_all(&bytes).await.is_err() {
-                        reason = "write failed";
-                        break 'run;
-                    }
+                if !write_pending(&mut io, &mut machine).await {
+                    reason = "write failed";
+                    break 'run;
                 }
                 let Some(out) = machine.poll_event() else {
                     break;
@@ -465,10 +490,7 @@ impl XmppEdge {
                 tracing::trace!(output = ?out, "xmpp output");
                 match out {
                     Output::StartTls => {
-                        while let Some(bytes) = machine.poll_transmit() {
-                            tracing::trace!(data = %String::from_utf8_lossy(&bytes), "xmpp >> (before TLS)");
-                            let _ = io.write_all(&bytes).await;
-                        }
+                        write_pending(&mut io, &mut machine).await;
                         match io.start_client(&self.tls, &remote).await {
                             Some(chain) => {
                                 let ids = self.tls.verified_domains(&chain, &[remote.as_str()]);
@@ -507,9 +529,7 @@ impl XmppEdge {
                     }
                     Output::Closed(why) => {
                         tracing::info!(peer = %remote, ?why, "xmpp link closed");
-                        while let Some(bytes) = machine.poll_transmit() {
-                            let _ = io.write_all(&bytes).await;
-                        }
+                        write_pending(&mut io, &mut machine).await;
                         break 'run;
                     }
                 }
@@ -584,11 +604,8 @@ impl XmppEdge {
         let mut buf = vec![0u8; 16 * 1024];
         'run: loop {
             loop {
-                while let Some(bytes) = machine.poll_transmit() {
-                    tracing::trace!(data = %String::from_utf8_lossy(&bytes), "xmpp >>");
-                    if io.write_all(&bytes).await.is_err() {
-                        break 'run;
-                    }
+                if !write_pending(&mut io, &mut machine).await {
+                    break 'run;
                 }
                 let Some(out) = machine.poll_event() else {
                     break;
@@ -596,10 +613,7 @@ impl XmppEdge {
                 tracing::trace!(output = ?out, "xmpp output");
                 match out {
                     Output::StartTls => {
-                        while let Some(bytes) = machine.poll_transmit() {
-                            tracing::trace!(data = %String::from_utf8_lossy(&bytes), "xmpp >> (before TLS)");
-                            let _ = io.write_all(&bytes).await;
-                        }
+                        write_pending(&mut io, &mut machine).await;
                         match io.start_server(&self.tls).await {
                             Some(chain) => {
                                 let candidates: Vec<&str> =
@@ -646,9 +660,7 @@ impl XmppEdge {
                     Output::Refused { .. } => {}
                     Output::Closed(why) => {
                         tracing::info!(%peer, ?why, "inbound xmpp stream closed");
-                        while let Some(bytes) = machine.poll_transmit() {
-                            let _ = io.write_all(&bytes).await;
-                        }
+                        write_pending(&mut io, &mut machine).await;
                         break 'run;
                     }
                 }
