@@ -66,6 +66,9 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// Highest `max_links` a file may set.
 const MAX_LINKS_CEILING: usize = 4096;
 
+/// Highest `max_body_bytes` a file may set.
+const MAX_BODY_CEILING: usize = 16 << 20;
+
 /// The extensions `executable` stands for when no list is given.
 pub const DEFAULT_EXECUTABLES: &[&str] = &[
     "exe", "pif", "scr", "com", "bat", "cmd", "vbs", "vbe", "js", "jse", "jar", "msi", "msp",
@@ -243,6 +246,10 @@ pub struct Inspector {
     urls: Vec<Ruled<String>>,
     executables: Vec<Ruled<Vec<String>>>,
     lookalikes: Vec<Ruled<Lookalike>>,
+    /// Skeleton (and ASCII form) of each protected domain to its rules.
+    lookalike_index: HashMap<String, Vec<usize>>,
+    /// The distinct label counts of protected domains.
+    lookalike_lengths: Vec<usize>,
     keywords: Vec<Ruled<String>>,
     keyword_matcher: Option<AhoCorasick>,
     regex_rules: Vec<Ruled<String>>,
@@ -280,6 +287,8 @@ impl Inspector {
             urls: Vec::new(),
             executables: Vec::new(),
             lookalikes: Vec::new(),
+            lookalike_index: HashMap::new(),
+            lookalike_lengths: Vec::new(),
             keywords: Vec::new(),
             keyword_matcher: None,
             regex_rules: Vec::new(),
@@ -436,6 +445,18 @@ impl Inspector {
                 }
             }
         }
+        for (i, rule) in ins.lookalikes.iter().enumerate() {
+            let p = &rule.value;
+            for key in [p.skeleton.clone(), p.domain.clone()] {
+                let entry = ins.lookalike_index.entry(key).or_default();
+                if !entry.contains(&i) {
+                    entry.push(i);
+                }
+            }
+            if !ins.lookalike_lengths.contains(&p.labels) {
+                ins.lookalike_lengths.push(p.labels);
+            }
+        }
         if !ins.keywords.is_empty() {
             let matcher = AhoCorasickBuilder::new()
                 .match_kind(MatchKind::Standard)
@@ -490,7 +511,16 @@ impl Inspector {
                 }
                 self.settings.max_links = n;
             }
-            "max_body_bytes" => self.settings.max_body_bytes = number()?,
+            "max_body_bytes" => {
+                let n = number()?;
+                if n > MAX_BODY_CEILING {
+                    return Err(err(
+                        no,
+                        format!("`max_body_bytes` is at most {MAX_BODY_CEILING}"),
+                    ));
+                }
+                self.settings.max_body_bytes = n;
+            }
             "link_count_action" => self.settings.link_count_action = action()?,
             "body_size_action" => self.settings.body_size_action = action()?,
             other => return Err(err(no, format!("unknown setting `{other}`"))),
@@ -607,34 +637,42 @@ impl Inspector {
             }
         }
         if !self.lookalikes.is_empty() {
+            // Skeletons of every run of as many labels as some protected domain has, so that
+            // `paypa1.com`, `login.paypa1.com` and `paypa1.com.evil.example` all match; computed
+            // once per link, then looked up. The host as written counts too: a capital `I`
+            // looks like `l` only before lower-casing.
             let labels: Vec<&str> = link.host.split('.').collect();
-            // As written too: a capital `I` looks like `l` only before lower-casing.
             let written: Vec<&str> = link.written_host.split('.').collect();
-            for rule in &self.lookalikes {
-                let protected = &rule.value;
-                if link.host == protected.domain
-                    || link.host.ends_with(&format!(".{}", protected.domain))
-                {
-                    continue;
-                }
-                if labels.len() < protected.labels {
-                    continue;
-                }
-                // Any run of as many labels as the protected domain: `paypa1.com`,
-                // `login.paypa1.com` and `paypa1.com.evil.example` alike.
-                let hit = labels.windows(protected.labels).any(|w| {
+            let mut skeletons: Vec<String> = Vec::new();
+            for &n in &self.lookalike_lengths {
+                for w in labels.windows(n) {
                     let candidate = w.join(".");
-                    candidate == protected.domain || host_skeleton(&candidate) == protected.skeleton
-                }) || written.windows(protected.labels).any(|w| {
+                    skeletons.push(host_skeleton(&candidate));
+                    skeletons.push(candidate);
+                }
+                for w in written.windows(n) {
                     let s: String = unicode_security::skeleton(&w.join(".")).collect();
-                    s.to_lowercase() == protected.skeleton
-                });
-                if hit {
-                    fire(
-                        rule.action,
-                        rule.order,
-                        format!("lookalike:{}", protected.domain),
-                    );
+                    skeletons.push(s.to_lowercase());
+                }
+            }
+            for skeleton in &skeletons {
+                let Some(indexes) = self.lookalike_index.get(skeleton) else {
+                    continue;
+                };
+                for rule in indexes.iter().filter_map(|i| self.lookalikes.get(*i)) {
+                    let protected = &rule.value;
+                    let own = link.host == protected.domain
+                        || link
+                            .host
+                            .strip_suffix(protected.domain.as_str())
+                            .is_some_and(|p| p.ends_with('.'));
+                    if !own {
+                        fire(
+                            rule.action,
+                            rule.order,
+                            format!("lookalike:{}", protected.domain),
+                        );
+                    }
                 }
             }
         }

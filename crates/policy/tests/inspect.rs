@@ -306,3 +306,55 @@ fn hostile_bodies_never_panic() {
         Verdict::Reject("executable:.exe".into())
     );
 }
+
+#[test]
+fn the_documented_example_parses_and_behaves_as_described() {
+    let source = include_str!("../src/inspect.rs");
+    let mut example = String::new();
+    let mut inside = false;
+    for line in source.lines() {
+        let Some(doc) = line.strip_prefix("//!") else {
+            continue;
+        };
+        let doc = doc.strip_prefix(' ').unwrap_or(doc);
+        if doc.starts_with("```") {
+            if inside {
+                break;
+            }
+            inside = true;
+            continue;
+        }
+        if inside {
+            example.push_str(doc);
+            example.push('\n');
+        }
+    }
+    assert!(example.contains("lookalike"), "{example}");
+    let ins = Inspector::from_rules(&example).expect("the documented example parses");
+    assert!(ins.inspects_hub());
+    assert_eq!(
+        ins.inspect_text("http://x.example/pic.pif"),
+        Verdict::Reject("executable:.pif".into())
+    );
+    assert_eq!(
+        ins.inspect_text("http://x.example/files/a.txt"),
+        Verdict::Reject("url:x.example/files/".into())
+    );
+    assert_eq!(
+        ins.inspect_text("http://a.example/game.apk"),
+        Verdict::Reject("executable:.apk".into()),
+        "the default list (reject) comes before the custom one (quarantine)"
+    );
+    assert_eq!(
+        ins.inspect_text("ssn 123-45-6789"),
+        Verdict::Quarantine("regex:ssn".into())
+    );
+    assert_eq!(
+        ins.inspect_text("top confidential"),
+        Verdict::Tag("keyword:confidential".into())
+    );
+    assert_eq!(
+        ins.inspect_text("http://intranet.example.com/setup.exe"),
+        Verdict::Allow
+    );
+}
