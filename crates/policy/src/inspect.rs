@@ -630,7 +630,7 @@ impl Inspector {
         if !self.executables.is_empty() {
             if let Some(ext) = file_extension(&link.path) {
                 for rule in &self.executables {
-                    if rule.value.iter().any(|e| *e == ext) {
+                    if rule.value.contains(&ext) {
                         fire(rule.action, rule.order, format!("executable:.{ext}"));
                     }
                 }
@@ -843,7 +843,7 @@ pub fn luhn(digits: &[u8]) -> bool {
         }
         sum += v;
     }
-    !digits.is_empty() && sum % 10 == 0
+    !digits.is_empty() && sum.is_multiple_of(10)
 }
 
 fn split_word(s: &str) -> (&str, &str) {
