@@ -35,6 +35,24 @@ fn bench(c: &mut Criterion) {
     c.bench_function("inspect 14 KB text", |b| {
         b.iter(|| ins.inspect_text(black_box(&long)))
     });
+    // Hostile shapes: the most links allowed, each with a long many-label host; and a body that
+    // is one long run of dots for the link finder.
+    let host: String = (0..60).map(|i| format!("p{i}.")).collect::<String>() + "com";
+    let many_links: String = (0..32).map(|i| format!("http://{i}{host}/x ")).collect();
+    c.bench_function("inspect 32 links of 61 labels", |b| {
+        b.iter(|| ins.inspect_text(black_box(&many_links)))
+    });
+    c.bench_function("extract 32 links of 61 labels", |b| {
+        b.iter(|| entente_policy::inspect::extract_links(black_box(&many_links), 33))
+    });
+    let dots = "a.".repeat(30_000);
+    c.bench_function("inspect 60 KB of a.a.a.", |b| {
+        b.iter(|| ins.inspect_text(black_box(&dots)))
+    });
+    let digits = "4111 ".repeat(12_000);
+    c.bench_function("inspect 60 KB of digit groups", |b| {
+        b.iter(|| ins.inspect_text(black_box(&digits)))
+    });
     c.bench_function("fingerprints of a linked message", |b| {
         b.iter(|| Fingerprint::of_message(black_box(linked), 32))
     });

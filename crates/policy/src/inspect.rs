@@ -641,20 +641,31 @@ impl Inspector {
             // `paypa1.com`, `login.paypa1.com` and `paypa1.com.evil.example` all match; computed
             // once per link, then looked up. The host as written counts too: a capital `I`
             // looks like `l` only before lower-casing.
-            let labels: Vec<&str> = link.host.split('.').collect();
-            let written: Vec<&str> = link.written_host.split('.').collect();
+            // The skeleton works character by character and `.` is its own skeleton, so a
+            // window's skeleton is its labels' skeletons joined: each label is mapped once.
+            let labels: Vec<String> = link.host.split('.').map(str::to_string).collect();
+            let label_skeletons: Vec<String> = labels.iter().map(|l| host_skeleton(l)).collect();
+            let written_labels: Vec<&str> = if link.written_host == link.host {
+                Vec::new()
+            } else {
+                link.written_host.split('.').collect()
+            };
+            let written_skeletons: Vec<String> = written_labels
+                .iter()
+                .map(|l| {
+                    unicode_security::skeleton(l)
+                        .collect::<String>()
+                        .to_lowercase()
+                })
+                .collect();
             let mut skeletons: Vec<String> = Vec::new();
             for &n in &self.lookalike_lengths {
-                for w in labels.windows(n) {
-                    let candidate = w.join(".");
-                    skeletons.push(host_skeleton(&candidate));
-                    skeletons.push(candidate);
-                }
-                for w in written.windows(n) {
-                    let s: String = unicode_security::skeleton(&w.join(".")).collect();
-                    skeletons.push(s.to_lowercase());
+                for forms in [&labels[..], &label_skeletons[..], &written_skeletons[..]] {
+                    skeletons.extend(forms.windows(n).map(|w| w.join(".")));
                 }
             }
+            skeletons.sort_unstable();
+            skeletons.dedup();
             for skeleton in &skeletons {
                 let Some(indexes) = self.lookalike_index.get(skeleton) else {
                     continue;
@@ -736,8 +747,11 @@ fn normalize_host(host: &str) -> Option<String> {
 
 /// The UTS #39 skeleton of a host's Unicode form: equal skeletons look alike.
 fn host_skeleton(ascii_host: &str) -> String {
-    let (unicode, _) = idna::domain_to_unicode(ascii_host);
-    let lower = unicode.to_lowercase();
+    let lower = if ascii_host.contains("xn--") {
+        idna::domain_to_unicode(ascii_host).0.to_lowercase()
+    } else {
+        ascii_host.to_lowercase()
+    };
     unicode_security::skeleton(&lower)
         .collect::<String>()
         .to_lowercase()
