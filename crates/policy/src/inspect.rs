@@ -49,7 +49,7 @@ use regex::{RegexSet, RegexSetBuilder};
 use std::collections::HashMap;
 use std::fmt;
 
-use entente_model::{ErrorCode, Message};
+use entente_model::{ErrorCode, Event, Message};
 
 use crate::Refusal;
 
@@ -539,6 +539,14 @@ impl Inspector {
             return Verdict::Allow;
         }
         self.inspect_text(&message.body)
+    }
+
+    /// Inspects an event: messages as [`Inspector::inspect`]; every other event is allowed.
+    pub fn inspect_event(&self, event: &Event, boundary: Boundary) -> Verdict {
+        match event {
+            Event::Message(message) => self.inspect(message, boundary),
+            _ => Verdict::Allow,
+        }
     }
 
     /// Inspects a text as if it were a message body crossing a federation boundary.

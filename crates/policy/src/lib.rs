@@ -1,6 +1,7 @@
 //! Pure decisions over canonical events: which domains may federate, how large a message may be,
-//! how fast one connection may send, and how failed logins slow down. No IO here: callers pass
-//! the current time where it matters.
+//! how fast one connection may send, how failed logins slow down, what a message's content may
+//! carry ([`inspect`]) and when a sender spreading one link or message is contained
+//! ([`outbreak`]). No IO here: callers pass the current time where it matters.
 
 pub mod inspect;
 mod limits;

@@ -1,4 +1,4 @@
-use entente_model::{Address, ErrorCode, Message};
+use entente_model::{Address, ErrorCode, Event, Message};
 use entente_policy::inspect::{contains_card_number, extract_links, luhn, EICAR};
 use entente_policy::{Boundary, Inspector, Verdict};
 
@@ -192,6 +192,10 @@ fn hub_messages_only_when_configured() {
     assert_eq!(
         inspector().inspect(&message(body), Boundary::Hub),
         Verdict::Allow
+    );
+    assert_eq!(
+        inspector().inspect_event(&Event::Message(message(body)), Boundary::Federation),
+        Verdict::Reject("executable:.pif".into())
     );
     let ins = Inspector::from_rules(&format!("set inspect_hub true\n{RULES}")).unwrap();
     assert!(ins.inspects_hub());
