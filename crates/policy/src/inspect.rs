@@ -29,6 +29,9 @@
 //! reject     eicar                                    # the EICAR anti-virus test string
 //! ```
 //!
+//! `executable` looks at the last segment of a link's path and of each query value
+//! (`get.php?file=setup.exe`), after decoding `%2e` and `%2f`.
+//!
 //! A comment may follow a rule or setting after ` #`, except on `regex` lines.
 //!
 //! Every rule has a name, which the verdict carries and the sender is shown: `domain:evil.example`,
@@ -187,8 +190,10 @@ pub struct Link {
     pub host: String,
     /// The host as written (case and script kept), for look-alike checks.
     pub written_host: String,
-    /// The path as written (percent escapes of `.` decoded), without query or fragment.
+    /// The path as written (percent escapes of `.` and `/` decoded), without query or fragment.
     pub path: String,
+    /// The query as written, without `?` or fragment.
+    pub query: String,
 }
 
 impl Link {
@@ -636,7 +641,16 @@ impl Inspector {
             fire(rule.action, rule.order, format!("url:{}", rule.value));
         }
         if !self.executables.is_empty() {
-            if let Some(ext) = file_extension(&link.path) {
+            // The path, and the values of the query (`get.php?file=setup.exe`), at most 32.
+            let values = link
+                .query
+                .split('&')
+                .filter_map(|pair| pair.split_once('=').map(|(_, v)| v))
+                .take(32);
+            let exts = std::iter::once(link.path.as_str())
+                .chain(values)
+                .filter_map(|p| file_extension(&decode_dots(p)));
+            for ext in exts {
                 for rule in &self.executables {
                     if rule.value.contains(&ext) {
                         fire(rule.action, rule.order, format!("executable:.{ext}"));
@@ -732,11 +746,17 @@ fn parse_link(text: &str) -> Option<Link> {
     };
     let path_end = tail.find(['?', '#']).unwrap_or(tail.len());
     let path = decode_dots(tail.get(..path_end)?);
+    let after = tail.get(path_end..)?;
+    let query = match after.strip_prefix('?') {
+        Some(q) => q.split('#').next().unwrap_or("").to_string(),
+        None => String::new(),
+    };
     Some(Link {
         text: text.to_string(),
         host,
         written_host,
         path,
+        query,
     })
 }
 

@@ -57,6 +57,8 @@ fn executable_extensions_are_found_however_written() {
         "http://a.example/setup.msi",
         "http://a.example/tool.cmd",
         "http://a.example/x.js",
+        "http://a.example/get.php?id=3&file=setup.exe",
+        "http://a.example/get?f=dir%2Fsetup%2Eexe#x",
     ] {
         assert!(
             matches!(verdict(body), Verdict::Reject(r) if r.starts_with("executable:")),
@@ -65,6 +67,10 @@ fn executable_extensions_are_found_however_written() {
     }
     assert_eq!(verdict("http://a.example/photo.jpg"), Verdict::Allow);
     assert_eq!(verdict("a page http://a.example/exe/"), Verdict::Allow);
+    assert_eq!(
+        verdict("http://a.example/p?q=exe&r=x.png#a.exe"),
+        Verdict::Allow
+    );
     assert_eq!(verdict("no links here, just .exe talk"), Verdict::Allow);
 }
 
