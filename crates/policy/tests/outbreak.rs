@@ -158,3 +158,10 @@ fn memory_stays_bounded_under_a_flood() {
     // The newest alert is always in force.
     assert!(ob.is_quarantined("w199", t0));
 }
+
+#[test]
+fn shareable_across_router_tasks() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<entente_policy::Inspector>();
+    send_sync::<std::sync::Mutex<Outbreak>>();
+}
