@@ -19,6 +19,7 @@ pub struct Config {
     pub listen: Option<Listen>,
     pub federation: Federation,
     pub dns: DnsSettings,
+    pub protection: Protection,
     pub limits: Limits,
     #[serde(rename = "partner", skip_serializing_if = "Vec::is_empty")]
     pub partners: Vec<Partner>,
@@ -121,6 +122,34 @@ impl Default for Federation {
 pub enum FederationMode {
     Allowlist,
     Open,
+}
+
+/// Content inspection and outbreak containment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Protection {
+    /// Content rules file (format in `entente_policy::inspect`); without one, links to
+    /// executable downloads and the EICAR test string are refused at federation boundaries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules: Option<PathBuf>,
+    /// A sender who sends the same message or link to this many distinct recipients…
+    pub outbreak_recipients: usize,
+    /// …within this many seconds is quarantined, and the content blocked for everyone.
+    pub outbreak_window_secs: u64,
+    pub quarantine_secs: u64,
+    pub block_secs: u64,
+}
+
+impl Default for Protection {
+    fn default() -> Self {
+        Protection {
+            rules: None,
+            outbreak_recipients: 10,
+            outbreak_window_secs: 60,
+            quarantine_secs: 3600,
+            block_secs: 24 * 3600,
+        }
+    }
 }
 
 /// Name servers for partner lookups (SRV, A/AAAA); empty means the system's resolver.

@@ -66,6 +66,26 @@ pub fn policy(config: &Config) -> Policy {
     })
 }
 
+/// Content rules (the configured file, or the defaults) and outbreak settings.
+pub fn protection(config: &Config) -> anyhow_lite::Result<router::Protection> {
+    let p = &config.protection;
+    let text = match &p.rules {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow_lite::msg(format!("[protection] rules {}: {e}", path.display())))?,
+        None => router::DEFAULT_RULES.to_string(),
+    };
+    let inspector = entente_policy::Inspector::from_rules(&text)
+        .map_err(|e| anyhow_lite::msg(format!("[protection] rules: {e}")))?;
+    let settings = entente_policy::OutbreakSettings {
+        recipients: p.outbreak_recipients.max(1),
+        window: Duration::from_secs(p.outbreak_window_secs),
+        quarantine: Duration::from_secs(p.quarantine_secs),
+        block: Duration::from_secs(p.block_secs),
+        ..Default::default()
+    };
+    Ok(router::Protection::new(inspector, settings))
+}
+
 /// Runs the hub until `shutdown` is cancelled, then drains. Prints one line per listener.
 pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow_lite::Result<()> {
     let config = Arc::new(config);
@@ -80,6 +100,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow_lite::
         store,
         policy(&config),
     ));
+    router.set_protection(protection(&config)?);
     let l = &config.limits;
     let logins = Arc::new(LoginThrottle::new(
         l.login_free_attempts,

@@ -8,7 +8,9 @@ use entente_model::{
     Address, DomainKind, ErrorCode, Event, Failure, Message, Presence, PresenceKind, Show,
     Subscription, SubscriptionKind,
 };
-use entente_policy::{Origin, Policy, Refusal};
+use entente_policy::{
+    Boundary, Fingerprint, Inspector, Origin, Outbreak, OutbreakSettings, Policy, Refusal, Verdict,
+};
 use entente_store::{QueuedMessage, RosterItem, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,7 +101,32 @@ impl SessionHandle {
 /// How many deliveries may wait for a slow session before it is cut off (its messages stay queued).
 const SESSION_BACKLOG: usize = 1024;
 
+/// Content inspection and outbreak containment, applied to every message.
+pub struct Protection {
+    pub inspector: Inspector,
+    pub outbreak: Mutex<Outbreak>,
+}
+
+/// The rules in force when no rules file is configured.
+pub const DEFAULT_RULES: &str = "reject executable\nreject eicar\n";
+
+impl Protection {
+    pub fn new(inspector: Inspector, settings: OutbreakSettings) -> Protection {
+        Protection {
+            inspector,
+            outbreak: Mutex::new(Outbreak::new(settings)),
+        }
+    }
+
+    fn default_rules() -> Protection {
+        let inspector = Inspector::from_rules(DEFAULT_RULES)
+            .unwrap_or_else(|e| unreachable!("default rules: {e}"));
+        Protection::new(inspector, OutbreakSettings::default())
+    }
+}
+
 pub struct Router {
+    protection: RwLock<Arc<Protection>>,
     hub_domain: String,
     store: Arc<dyn Store>,
     policy: Policy,
@@ -117,6 +144,15 @@ fn internal(e: StoreError) -> Refusal {
     )
 }
 
+fn verdict_action(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Allow => "allow",
+        Verdict::Tag(_) => "tag",
+        Verdict::Quarantine(_) => "quarantine",
+        Verdict::Reject(_) => "reject",
+    }
+}
+
 fn origin_label(origin: &Origin) -> &'static str {
     match origin {
         Origin::Hub => "hub",
@@ -127,6 +163,7 @@ fn origin_label(origin: &Origin) -> &'static str {
 impl Router {
     pub fn new(hub_domain: String, store: Arc<dyn Store>, policy: Policy) -> Router {
         Router {
+            protection: RwLock::new(Arc::new(Protection::default_rules())),
             hub_domain,
             store,
             policy,
@@ -154,6 +191,69 @@ impl Router {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(domain.to_lowercase(), edge);
+    }
+
+    /// Replaces the content rules and outbreak settings (also on reload).
+    pub fn set_protection(&self, protection: Protection) {
+        *self.protection.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(protection);
+    }
+
+    /// Content rules, then outbreak containment: a quarantined sender or blocked content is
+    /// refused, and a sender who trips the detector is refused from that message on.
+    fn protect(&self, m: &Message) -> Result<(), Refusal> {
+        let protection = self
+            .protection
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let boundary = if self.is_local(&m.from) && self.is_local(&m.to) {
+            Boundary::Hub
+        } else {
+            Boundary::Federation
+        };
+        let verdict = protection.inspector.inspect(m, boundary);
+        if let Some(rule) = verdict.rule() {
+            metrics::counter!("entente_policy_decisions_total", "rule" => rule.to_string(), "action" => verdict_action(&verdict)).increment(1);
+            tracing::info!(from = %m.from, to = %m.to, rule, action = verdict_action(&verdict), "content rule fired");
+        }
+        if let Some(refusal) = verdict.refusal() {
+            return Err(refusal);
+        }
+        let now = std::time::Instant::now();
+        let sender = m.from.to_string();
+        let mut outbreak = protection
+            .outbreak
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if outbreak.is_quarantined(&sender, now) {
+            return Err(Refusal::new(
+                ErrorCode::PolicyViolation,
+                "outbreak containment: you are quarantined after a suspected worm outbreak; an administrator must release you",
+            ));
+        }
+        let fingerprints = Fingerprint::of_message(&m.body, 32);
+        if outbreak.first_blocked(&fingerprints, now).is_some() {
+            return Err(Refusal::new(
+                ErrorCode::PolicyViolation,
+                "outbreak containment: this content is blocked network-wide",
+            ));
+        }
+        let recipient = m.to.to_string();
+        let mut tripped = false;
+        for fp in fingerprints {
+            if let Some(alert) = outbreak.observe(&sender, &recipient, fp, now) {
+                tripped = true;
+                metrics::counter!("entente_outbreak_alerts_total").increment(1);
+                tracing::warn!(sender = %alert.sender, fingerprint = ?alert.fingerprint, recipients = alert.recipients.len(), "outbreak: sender quarantined, content blocked");
+            }
+        }
+        if tripped {
+            return Err(Refusal::new(
+                ErrorCode::PolicyViolation,
+                "outbreak containment: the same content went to too many recipients; you are quarantined",
+            ));
+        }
+        Ok(())
     }
 
     /// Makes `edge` the route for every domain no one owns.
@@ -382,6 +482,9 @@ impl Router {
             *to = self.normalize(to.clone())?;
         }
         self.policy.check(&event, origin)?;
+        if let Event::Message(m) = &event {
+            self.protect(m)?;
+        }
         if let Origin::Partner { .. } = origin {
             if self.is_local(event.from()) {
                 return Err(Refusal::new(

@@ -1,0 +1,171 @@
+//! Protection at the gateway: content rules and outbreak containment, with each sender told in
+//! its own protocol (hub `error` frames, SIP 403) and no recipient seeing what was refused.
+
+mod common;
+mod sip;
+
+use common::Server;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const WORM: &str = "is it you? http://x.example/pic.pif";
+
+fn server(extra: &str) -> Server {
+    // The partners' pinned addresses are closed ports: what the gateway lets through is
+    // acknowledged and later bounced; what it refuses never leaves.
+    let partners = format!(
+        "{}[[partner]]\ndomain = \"corp-a.test\"\nprotocol = \"xmpp\"\naddress = \"127.0.0.1:9\"\nauth = \"dialback\"\n{extra}",
+        sip::partner_toml("corp-b.test", Some(SocketAddr::from(([127, 0, 0, 1], 9))), "none")
+    );
+    Server::start_listening(&partners, "sip = \"127.0.0.1:0\"\n")
+}
+
+#[tokio::test]
+async fn executable_links_are_refused_both_ways() {
+    let s = server("");
+    let mut alice = s.login("alice").await;
+    let e = alice.message("w1", "carol@corp-b.test", WORM).await;
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str()),
+        (Some("error"), Some("policy_violation")),
+        "{e}"
+    );
+    assert!(
+        e["text"].as_str().unwrap().contains("executable:.pif"),
+        "the rule is named: {e}"
+    );
+    // Links to ordinary pages pass.
+    assert_eq!(
+        alice
+            .message("w2", "carol@corp-b.test", "see http://x.example/pic.jpg")
+            .await["type"],
+        "ack"
+    );
+
+    // From a SIP partner: 403, and alice receives nothing.
+    sip::sipp_uac(
+        s.listeners["sip"],
+        "u1",
+        "uac_message.xml",
+        &[
+            ("HUB", "hub.test"),
+            ("FROM_DOMAIN", "corp-b.test"),
+            ("BODY", WORM),
+            ("EXPECT", "403"),
+        ],
+        "alice",
+    )
+    .await;
+    assert!(alice
+        .try_recv(Duration::from_millis(500))
+        .await
+        .is_none_or(|v| v["type"] != "message"));
+}
+
+#[tokio::test]
+async fn look_alike_domains_and_eicar_are_refused_with_a_rules_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.txt");
+    std::fs::write(
+        &rules,
+        "reject lookalike paypal.com\nreject eicar\nreject executable\n",
+    )
+    .unwrap();
+    let s = server(&format!("[protection]\nrules = \"{}\"\n", rules.display()));
+    let mut alice = s.login("alice").await;
+    for (id, body, rule) in [
+        (
+            "p1",
+            "please log in at http://paypa1.com/verify",
+            "lookalike:paypal.com",
+        ),
+        (
+            "p2",
+            "please log in at https://раураl.com/verify",
+            "lookalike:paypal.com",
+        ),
+        (
+            "p3",
+            r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*",
+            "eicar",
+        ),
+    ] {
+        let e = alice.message(id, "someone@corp-a.test", body).await;
+        assert_eq!(e["code"], "policy_violation", "{body}: {e}");
+        assert!(e["text"].as_str().unwrap().contains(rule), "{body}: {e}");
+    }
+    assert_eq!(
+        alice
+            .message(
+                "p4",
+                "someone@corp-a.test",
+                "the real one: https://www.paypal.com/"
+            )
+            .await["type"],
+        "ack"
+    );
+}
+
+/// A Kelvir-like worm: one account sends the same link to twenty contacts spread over the hub,
+/// an XMPP partner and a SIP partner. It is quarantined at the third message; nobody after that
+/// receives it, the link is blocked for everyone else too, and the quarantined sender is told.
+#[tokio::test]
+async fn a_worm_outbreak_is_contained_within_three_messages() {
+    let s = server("[protection]\noutbreak_recipients = 3\noutbreak_window_secs = 60\n");
+    let hub_users: Vec<String> = (0..7).map(|i| format!("h{i}")).collect();
+    for u in &hub_users {
+        assert_eq!(s.register(u, "password1").await, 201);
+    }
+    let mut recipients: Vec<String> = hub_users.iter().map(|u| format!("{u}@hub.test")).collect();
+    recipients.extend((0..7).map(|i| format!("x{i}@corp-a.test")));
+    recipients.extend((0..6).map(|i| format!("s{i}@corp-b.test")));
+    assert_eq!(recipients.len(), 20);
+    // Interleave the three networks, as a worm walking a contact list would.
+    recipients.sort_by_key(|r| r.chars().nth(1));
+    let link = "look at this! http://pics.example/album/me.jpg";
+    let mut worm = s.login("patient-zero").await;
+    let mut delivered = Vec::new();
+    for (i, to) in recipients.iter().enumerate() {
+        let answer = worm.message(&format!("k{i}"), to, link).await;
+        match answer["type"].as_str() {
+            Some("ack") => delivered.push(to.clone()),
+            _ => assert_eq!(answer["code"], "policy_violation", "{answer}"),
+        }
+    }
+    assert_eq!(
+        delivered.len(),
+        2,
+        "only the first two got through: {delivered:?}"
+    );
+    // The sender is quarantined for any content, to anyone.
+    let e = worm.message("after", "h6@hub.test", "hello").await;
+    assert!(e["text"].as_str().unwrap().contains("quarantine"), "{e}");
+    // The link is blocked network-wide.
+    let mut other = s.login("bystander").await;
+    let e = other.message("b1", "h5@hub.test", link).await;
+    assert!(e["text"].as_str().unwrap().contains("blocked"), "{e}");
+    // Hub recipients after the first two have nothing waiting.
+    for u in &hub_users {
+        let address = format!("{u}@hub.test");
+        if delivered.contains(&address) {
+            continue;
+        }
+        let mut c = s.connect().await;
+        c.send(json!({"type": "login", "user": u, "password": "password1"}))
+            .await;
+        assert_eq!(c.recv().await["type"], "welcome");
+        c.expect_type("roster").await;
+        assert!(
+            c.try_recv(Duration::from_millis(200))
+                .await
+                .is_none_or(|v| v["type"] != "message"),
+            "{u} got the worm"
+        );
+    }
+    let (_, metrics) = s.http("GET", "/metrics", None).await;
+    assert!(
+        metrics.contains("entente_outbreak_alerts_total 1"),
+        "{metrics}"
+    );
+}
