@@ -683,6 +683,12 @@ async fn session(
         }
         let want_tick = sending && out.sent < plan.max_messages && ticker.is_some() && !due;
         let want_wake = sending && out.sent < plan.max_messages && !window_open(out.sent);
+        // Deliveries seen while sending may have opened the window already: then go round
+        // again at once (after whatever else is ready), as no wake-up will come for them.
+        let send_now = sending
+            && out.sent < plan.max_messages
+            && window_open(out.sent)
+            && (ticker.is_none() || due);
         tokio::select! {
             biased;
             changed = phase.changed() => {
@@ -715,6 +721,7 @@ async fn session(
                     None => std::future::pending::<()>().await,
                 }
             }, if want_tick => due = true,
+            _ = std::future::ready(()), if send_now => {}
         }
     }
     if out.disconnect.is_some() {

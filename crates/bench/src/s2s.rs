@@ -731,6 +731,13 @@ async fn stream_task(
             && ticker.is_some()
             && !due;
         let want_wake = sending && out.sent < plan.max_messages && !window_open(out.sent);
+        // Deliveries seen while writing may have opened the window already: then go round
+        // again at once (after whatever else is ready), as no wake-up will come for them.
+        let send_now = sending
+            && out.setup_us.is_some()
+            && out.sent < plan.max_messages
+            && window_open(out.sent)
+            && (ticker.is_none() || due);
         let deadline = machine.poll_timeout();
         tokio::select! {
             biased;
@@ -761,6 +768,7 @@ async fn stream_task(
                 pending.insert(request, tx);
             }
             _ = shared.wake[plan.index].notified(), if want_wake => {}
+
             _ = async {
                 match ticker.as_mut() {
                     Some(t) => { t.tick().await; }
@@ -768,6 +776,7 @@ async fn stream_task(
                 }
             }, if want_tick => due = true,
             _ = sleep_until(deadline) => machine.handle_timeout(Instant::now()),
+            _ = std::future::ready(()), if send_now => {}
             _ = tokio::time::sleep_until(setup_deadline), if out.setup_us.is_none() => {
                 let _ = ready.send(Ready::Failed(anyhow!(
                     "stream {} was not authorised within {}s", plan.index, REQUEST_TIMEOUT.as_secs()
