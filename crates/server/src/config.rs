@@ -20,6 +20,7 @@ pub struct Config {
     pub federation: Federation,
     pub dns: DnsSettings,
     pub protection: Protection,
+    pub admin: Admin,
     pub limits: Limits,
     #[serde(rename = "partner", skip_serializing_if = "Vec::is_empty")]
     pub partners: Vec<Partner>,
@@ -122,6 +123,14 @@ impl Default for Federation {
 pub enum FederationMode {
     Allowlist,
     Open,
+}
+
+/// The admin API (`/api/v1/admin/...`), enabled by a bearer token.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// Content inspection and outbreak containment.

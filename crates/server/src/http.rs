@@ -3,7 +3,7 @@
 use crate::config::Registration;
 use crate::AppState;
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -34,6 +34,10 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/ws", get(websocket))
         .route("/api/v1/register", post(register))
+        .route("/api/v1/admin/quarantines", get(admin_quarantines))
+        .route("/api/v1/admin/quarantines/release", post(admin_release))
+        .route("/api/v1/admin/policy/reload", post(admin_reload))
+        .route("/api/v1/admin/partners", get(admin_partners))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -117,6 +121,110 @@ async fn register(State(state): State<AppState>, body: Option<Json<Registration_
             )
         }
     }
+}
+
+/// The admin API answers only a request with `Authorization: Bearer <[admin] token>`.
+fn admin_allowed(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(token) = state
+        .config
+        .admin
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+    else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "the admin API is disabled: set [admin] token",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compare without stopping at the first difference.
+    let same = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::UNAUTHORIZED,
+            "a valid admin token is required",
+        ))
+    }
+}
+
+async fn admin_quarantines(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = admin_allowed(&state, &headers) {
+        return r;
+    }
+    let items: Vec<_> = state
+        .router
+        .quarantined()
+        .into_iter()
+        .map(|(sender, left)| json!({"sender": sender, "seconds_left": left}))
+        .collect();
+    Json(json!({"quarantined": items})).into_response()
+}
+
+#[derive(Deserialize)]
+struct Release {
+    sender: String,
+}
+
+async fn admin_release(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Option<Json<Release>>,
+) -> Response {
+    if let Err(r) = admin_allowed(&state, &headers) {
+        return r;
+    }
+    let Some(Json(req)) = body else {
+        return error(StatusCode::BAD_REQUEST, "expected {\"sender\": ADDRESS}");
+    };
+    let sender = match state.router.parse_address(&req.sender) {
+        Ok(a) => a.to_string(),
+        Err(r) => return error(StatusCode::BAD_REQUEST, &r.text),
+    };
+    if state.router.release(&sender) {
+        tracing::info!(%sender, "quarantine released by an administrator");
+        Json(json!({"released": sender})).into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, "that sender is not quarantined")
+    }
+}
+
+async fn admin_reload(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = admin_allowed(&state, &headers) {
+        return r;
+    }
+    match crate::content_rules(&state.config) {
+        Ok(inspector) => {
+            state.router.set_rules(inspector);
+            tracing::info!("content rules reloaded");
+            Json(json!({"reloaded": true})).into_response()
+        }
+        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+    }
+}
+
+async fn admin_partners(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = admin_allowed(&state, &headers) {
+        return r;
+    }
+    let partners: Vec<_> = state
+        .config
+        .partners
+        .iter()
+        .map(|p| json!({"domain": p.domain, "protocol": p.protocol, "auth": p.auth, "address": p.address}))
+        .collect();
+    Json(json!({"partners": partners})).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

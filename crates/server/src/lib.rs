@@ -66,24 +66,27 @@ pub fn policy(config: &Config) -> Policy {
     })
 }
 
-/// Content rules (the configured file, or the defaults) and outbreak settings.
-pub fn protection(config: &Config) -> anyhow_lite::Result<router::Protection> {
-    let p = &config.protection;
-    let text = match &p.rules {
+/// The content rules in force: the configured file, or the defaults.
+pub fn content_rules(config: &Config) -> anyhow_lite::Result<entente_policy::Inspector> {
+    let text = match &config.protection.rules {
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| anyhow_lite::msg(format!("[protection] rules {}: {e}", path.display())))?,
         None => router::DEFAULT_RULES.to_string(),
     };
-    let inspector = entente_policy::Inspector::from_rules(&text)
-        .map_err(|e| anyhow_lite::msg(format!("[protection] rules: {e}")))?;
-    let settings = entente_policy::OutbreakSettings {
+    entente_policy::Inspector::from_rules(&text)
+        .map_err(|e| anyhow_lite::msg(format!("[protection] rules: {e}")))
+}
+
+/// The outbreak containment settings.
+pub fn outbreak_settings(config: &Config) -> entente_policy::OutbreakSettings {
+    let p = &config.protection;
+    entente_policy::OutbreakSettings {
         recipients: p.outbreak_recipients.max(1),
         window: Duration::from_secs(p.outbreak_window_secs),
         quarantine: Duration::from_secs(p.quarantine_secs),
         block: Duration::from_secs(p.block_secs),
         ..Default::default()
-    };
-    Ok(router::Protection::new(inspector, settings))
+    }
 }
 
 /// Runs the hub until `shutdown` is cancelled, then drains. Prints one line per listener.
@@ -100,7 +103,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow_lite::
         store,
         policy(&config),
     ));
-    router.set_protection(protection(&config)?);
+    router.set_protection(content_rules(&config)?, outbreak_settings(&config));
     let l = &config.limits;
     let logins = Arc::new(LoginThrottle::new(
         l.login_free_attempts,

@@ -101,32 +101,18 @@ impl SessionHandle {
 /// How many deliveries may wait for a slow session before it is cut off (its messages stay queued).
 const SESSION_BACKLOG: usize = 1024;
 
-/// Content inspection and outbreak containment, applied to every message.
-pub struct Protection {
-    pub inspector: Inspector,
-    pub outbreak: Mutex<Outbreak>,
-}
-
 /// The rules in force when no rules file is configured.
 pub const DEFAULT_RULES: &str = "reject executable\nreject eicar\n";
 
-impl Protection {
-    pub fn new(inspector: Inspector, settings: OutbreakSettings) -> Protection {
-        Protection {
-            inspector,
-            outbreak: Mutex::new(Outbreak::new(settings)),
-        }
-    }
-
-    fn default_rules() -> Protection {
-        let inspector = Inspector::from_rules(DEFAULT_RULES)
-            .unwrap_or_else(|e| unreachable!("default rules: {e}"));
-        Protection::new(inspector, OutbreakSettings::default())
-    }
+fn default_inspector() -> Inspector {
+    Inspector::from_rules(DEFAULT_RULES).unwrap_or_else(|e| unreachable!("default rules: {e}"))
 }
 
 pub struct Router {
-    protection: RwLock<Arc<Protection>>,
+    /// Content rules, replaced whole on reload.
+    inspector: RwLock<Arc<Inspector>>,
+    /// Outbreak containment state; survives rule reloads.
+    outbreak: Mutex<Outbreak>,
     hub_domain: String,
     store: Arc<dyn Store>,
     policy: Policy,
@@ -163,7 +149,8 @@ fn origin_label(origin: &Origin) -> &'static str {
 impl Router {
     pub fn new(hub_domain: String, store: Arc<dyn Store>, policy: Policy) -> Router {
         Router {
-            protection: RwLock::new(Arc::new(Protection::default_rules())),
+            inspector: RwLock::new(Arc::new(default_inspector())),
+            outbreak: Mutex::new(Outbreak::new(OutbreakSettings::default())),
             hub_domain,
             store,
             policy,
@@ -193,16 +180,41 @@ impl Router {
             .insert(domain.to_lowercase(), edge);
     }
 
-    /// Replaces the content rules and outbreak settings (also on reload).
-    pub fn set_protection(&self, protection: Protection) {
-        *self.protection.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(protection);
+    /// Sets the content rules and the outbreak settings (at start-up).
+    pub fn set_protection(&self, inspector: Inspector, settings: OutbreakSettings) {
+        self.set_rules(inspector);
+        *self.outbreak.lock().unwrap_or_else(|e| e.into_inner()) = Outbreak::new(settings);
+    }
+
+    /// Replaces the content rules (reload); quarantines and blocks stay.
+    pub fn set_rules(&self, inspector: Inspector) {
+        *self.inspector.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(inspector);
+    }
+
+    /// Senders quarantined now, with the seconds left.
+    pub fn quarantined(&self) -> Vec<(String, u64)> {
+        let now = std::time::Instant::now();
+        let outbreak = self.outbreak.lock().unwrap_or_else(|e| e.into_inner());
+        outbreak
+            .quarantined(now)
+            .into_iter()
+            .map(|(s, until)| (s, until.saturating_duration_since(now).as_secs()))
+            .collect()
+    }
+
+    /// Lifts a sender's quarantine; true when there was one.
+    pub fn release(&self, sender: &str) -> bool {
+        self.outbreak
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .release(sender)
     }
 
     /// Content rules, then outbreak containment: a quarantined sender or blocked content is
     /// refused, and a sender who trips the detector is refused from that message on.
     fn protect(&self, m: &Message) -> Result<(), Refusal> {
-        let protection = self
-            .protection
+        let inspector = self
+            .inspector
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
@@ -211,7 +223,7 @@ impl Router {
         } else {
             Boundary::Federation
         };
-        let verdict = protection.inspector.inspect(m, boundary);
+        let verdict = inspector.inspect(m, boundary);
         if let Some(rule) = verdict.rule() {
             metrics::counter!("entente_policy_decisions_total", "rule" => rule.to_string(), "action" => verdict_action(&verdict)).increment(1);
             tracing::info!(from = %m.from, to = %m.to, rule, action = verdict_action(&verdict), "content rule fired");
@@ -221,10 +233,7 @@ impl Router {
         }
         let now = std::time::Instant::now();
         let sender = m.from.to_string();
-        let mut outbreak = protection
-            .outbreak
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut outbreak = self.outbreak.lock().unwrap_or_else(|e| e.into_inner());
         if outbreak.is_quarantined(&sender, now) {
             return Err(Refusal::new(
                 ErrorCode::PolicyViolation,

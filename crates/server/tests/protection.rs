@@ -112,7 +112,7 @@ async fn look_alike_domains_and_eicar_are_refused_with_a_rules_file() {
 /// receives it, the link is blocked for everyone else too, and the quarantined sender is told.
 #[tokio::test]
 async fn a_worm_outbreak_is_contained_within_three_messages() {
-    let s = server("[protection]\noutbreak_recipients = 3\noutbreak_window_secs = 60\n");
+    let s = server("[protection]\noutbreak_recipients = 3\noutbreak_window_secs = 60\n[admin]\ntoken = \"drill-token\"\n");
     let hub_users: Vec<String> = (0..7).map(|i| format!("h{i}")).collect();
     for u in &hub_users {
         assert_eq!(s.register(u, "password1").await, 201);
@@ -168,4 +168,117 @@ async fn a_worm_outbreak_is_contained_within_three_messages() {
         metrics.contains("entente_outbreak_alerts_total 1"),
         "{metrics}"
     );
+
+    // The admin API shows the quarantine and releases it; the link stays blocked.
+    let auth = "Authorization: Bearer drill-token\r\n";
+    assert_eq!(
+        s.http("GET", "/api/v1/admin/quarantines", None).await.0,
+        401
+    );
+    assert_eq!(
+        s.http_with(
+            "GET",
+            "/api/v1/admin/quarantines",
+            None,
+            "Authorization: Bearer nope\r\n"
+        )
+        .await
+        .0,
+        401
+    );
+    let (status, body) = s
+        .http_with("GET", "/api/v1/admin/quarantines", None, auth)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("patient-zero@hub.test"), "{body}");
+    let release = r#"{"sender":"patient-zero@hub.test"}"#;
+    assert_eq!(
+        s.http_with(
+            "POST",
+            "/api/v1/admin/quarantines/release",
+            Some(release),
+            auth
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        s.http_with(
+            "POST",
+            "/api/v1/admin/quarantines/release",
+            Some(release),
+            auth
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        worm.message("ok", "h6@hub.test", "sorry, that was not me")
+            .await["type"],
+        "ack"
+    );
+    assert!(worm.message("again", "h6@hub.test", link).await["text"]
+        .as_str()
+        .unwrap()
+        .contains("blocked"));
+    let (status, body) = s
+        .http_with("GET", "/api/v1/admin/partners", None, auth)
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("corp-a.test") && body.contains("corp-b.test"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn rules_reload_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.txt");
+    std::fs::write(&rules, "reject executable\n").unwrap();
+    let s = server(&format!(
+        "[protection]\nrules = \"{}\"\n[admin]\ntoken = \"t0k3n\"\n",
+        rules.display()
+    ));
+    let mut alice = s.login("alice").await;
+    assert_eq!(
+        alice
+            .message("r1", "bob@corp-a.test", "visit http://evil.example/")
+            .await["type"],
+        "ack"
+    );
+    std::fs::write(&rules, "reject executable\nreject domain evil.example\n").unwrap();
+    let (status, body) = s
+        .http_with(
+            "POST",
+            "/api/v1/admin/policy/reload",
+            None,
+            "Authorization: Bearer t0k3n\r\n",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let e = alice
+        .message("r2", "bob@corp-a.test", "visit http://evil.example/")
+        .await;
+    assert!(
+        e["text"].as_str().unwrap().contains("domain:evil.example"),
+        "{e}"
+    );
+    // A broken rules file is refused and the rules in force stay.
+    std::fs::write(&rules, "reject nonsense\n").unwrap();
+    let (status, body) = s
+        .http_with(
+            "POST",
+            "/api/v1/admin/policy/reload",
+            None,
+            "Authorization: Bearer t0k3n\r\n",
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let e = alice
+        .message("r3", "bob@corp-a.test", "visit http://evil.example/")
+        .await;
+    assert_eq!(e["code"], "policy_violation");
 }

@@ -160,10 +160,21 @@ impl Server {
 
     /// A plain HTTP request; returns (status, body).
     pub async fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        self.http_with(method, path, body, "").await
+    }
+
+    /// As [`Server::http`], with extra header lines (each ending in `\r\n`).
+    pub async fn http_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &str,
+    ) -> (u16, String) {
         let mut s = tokio::net::TcpStream::connect(self.http).await.unwrap();
         let body = body.unwrap_or("");
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
             self.http,
             body.len()
         );
