@@ -147,6 +147,10 @@ pub struct Protection {
     pub outbreak_window_secs: u64,
     pub quarantine_secs: u64,
     pub block_secs: u64,
+    /// Keep message bodies in the audit archive.
+    pub audit_bodies: bool,
+    /// Audit entries older than this are removed (checked hourly).
+    pub audit_retention_days: u64,
 }
 
 impl Default for Protection {
@@ -157,6 +161,8 @@ impl Default for Protection {
             outbreak_window_secs: 60,
             quarantine_secs: 3600,
             block_secs: 24 * 3600,
+            audit_bodies: true,
+            audit_retention_days: 90,
         }
     }
 }

@@ -38,6 +38,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/admin/quarantines/release", post(admin_release))
         .route("/api/v1/admin/policy/reload", post(admin_reload))
         .route("/api/v1/admin/partners", get(admin_partners))
+        .route("/api/v1/admin/audit", get(admin_audit))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -225,6 +226,48 @@ async fn admin_partners(State(state): State<AppState>, headers: HeaderMap) -> Re
         .map(|p| json!({"domain": p.domain, "protocol": p.protocol, "auth": p.auth, "address": p.address}))
         .collect();
     Json(json!({"partners": partners})).into_response()
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    /// Milliseconds since the epoch.
+    #[serde(default)]
+    since: i64,
+    sender: Option<String>,
+    limit: Option<u32>,
+}
+
+/// The audit archive as JSON lines, oldest first.
+async fn admin_audit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> Response {
+    if let Err(r) = admin_allowed(&state, &headers) {
+        return r;
+    }
+    let limit = q.limit.unwrap_or(1000).min(100_000);
+    match state
+        .router
+        .store()
+        .audit_since(q.since, q.sender.as_deref(), limit)
+        .await
+    {
+        Ok(entries) => {
+            let mut out = String::new();
+            for e in entries {
+                out.push_str(&serde_json::to_string(&e).unwrap_or_default());
+                out.push('\n');
+            }
+            let mut r = out.into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-ndjson"),
+            );
+            r
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -104,6 +104,35 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow_lite::
         policy(&config),
     ));
     router.set_protection(content_rules(&config)?, outbreak_settings(&config));
+    router.set_audit_bodies(config.protection.audit_bodies);
+    {
+        // Audit retention: prune at start and every hour.
+        let router = router.clone();
+        let keep = Duration::from_secs(
+            config
+                .protection
+                .audit_retention_days
+                .saturating_mul(86_400),
+        );
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let cutoff = time::OffsetDateTime::now_utc() - keep;
+                let before = (cutoff.unix_timestamp_nanos() / 1_000_000) as i64;
+                match router.store().audit_prune(before).await {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(removed = n, "audit entries past retention removed")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "audit retention failed"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        });
+    }
     let l = &config.limits;
     let logins = Arc::new(LoginThrottle::new(
         l.login_free_attempts,

@@ -113,6 +113,7 @@ pub struct Router {
     inspector: RwLock<Arc<Inspector>>,
     /// Outbreak containment state; survives rule reloads.
     outbreak: Mutex<Outbreak>,
+    audit_bodies: AtomicBool,
     hub_domain: String,
     store: Arc<dyn Store>,
     policy: Policy,
@@ -151,6 +152,7 @@ impl Router {
         Router {
             inspector: RwLock::new(Arc::new(default_inspector())),
             outbreak: Mutex::new(Outbreak::new(OutbreakSettings::default())),
+            audit_bodies: AtomicBool::new(true),
             hub_domain,
             store,
             policy,
@@ -459,7 +461,14 @@ impl Router {
     pub async fn submit(&self, origin: Origin, event: Event) -> Result<(), Refusal> {
         let kind = event.kind();
         let edge = self.destination_label(&event);
+        let audited = match &event {
+            Event::Message(m) => Some(m.clone()),
+            _ => None,
+        };
         let result = self.submit_inner(&origin, event).await;
+        if let Some(m) = audited {
+            self.audit_message(&m, &result).await;
+        }
         let outcome = match &result {
             Ok(()) => "ok",
             Err(r) => r.code.as_str(),
@@ -482,6 +491,39 @@ impl Router {
                 .unwrap_or("unrouted"),
             None => "hub",
         }
+    }
+
+    /// Archives a federated message, and any message a rule refused, with the decision.
+    async fn audit_message(&self, m: &Message, result: &Result<(), Refusal>) {
+        let federated = !self.is_local(&m.from) || !self.is_local(&m.to);
+        let refused_by_rule = matches!(result, Err(r) if r.code == ErrorCode::PolicyViolation);
+        if !federated && !refused_by_rule {
+            return;
+        }
+        let (action, rule) = match result {
+            Ok(()) => ("accepted", None),
+            Err(r) => ("refused", Some(format!("{}: {}", r.code, r.text))),
+        };
+        let entry = entente_store::AuditEntry {
+            ts: (m.ts.unix_timestamp_nanos() / 1_000_000) as i64,
+            kind: "message".into(),
+            sender: m.from.to_string(),
+            recipient: m.to.to_string(),
+            action: action.into(),
+            rule,
+            body: self
+                .audit_bodies
+                .load(Ordering::Relaxed)
+                .then(|| m.body.clone()),
+        };
+        if let Err(e) = self.store.audit(&entry).await {
+            tracing::error!(error = %e, "could not write the audit archive");
+        }
+    }
+
+    /// Whether the audit archive keeps message bodies.
+    pub fn set_audit_bodies(&self, keep: bool) {
+        self.audit_bodies.store(keep, Ordering::Relaxed);
     }
 
     async fn submit_inner(&self, origin: &Origin, mut event: Event) -> Result<(), Refusal> {

@@ -223,6 +223,29 @@ async fn a_worm_outbreak_is_contained_within_three_messages() {
         .as_str()
         .unwrap()
         .contains("blocked"));
+    // The audit archive holds every decision about the worm's messages.
+    let (status, lines) = s
+        .http_with(
+            "GET",
+            "/api/v1/admin/audit?sender=patient-zero%40hub.test&limit=1000",
+            None,
+            auth,
+        )
+        .await;
+    assert_eq!(status, 200, "{lines}");
+    let entries: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let refused = entries.iter().filter(|e| e["action"] == "refused").count();
+    assert!(refused >= 18, "{refused} refusals archived: {lines}");
+    assert!(entries
+        .iter()
+        .filter(|e| e["action"] == "refused")
+        .all(|e| e["rule"].as_str().unwrap().contains("outbreak")));
+    assert!(entries
+        .iter()
+        .all(|e| e["body"].is_string() && e["ts"].as_i64().is_some()));
     let (status, body) = s
         .http_with("GET", "/api/v1/admin/partners", None, auth)
         .await;

@@ -133,6 +133,19 @@ pub struct FeedbagRow {
     pub attrs: Vec<u8>,
 }
 
+/// One record of the audit archive.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditEntry {
+    /// Milliseconds since the epoch.
+    pub ts: i64,
+    pub kind: String,
+    pub sender: String,
+    pub recipient: String,
+    pub action: String,
+    pub rule: Option<String>,
+    pub body: Option<String>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates a hub account; `name` is an already normalised hub name.
@@ -169,6 +182,16 @@ pub trait Store: Send + Sync + 'static {
     async fn dequeue(&self, to: &Address, seq: i64) -> Result<()>;
     /// Removes several delivered messages in one transaction.
     async fn dequeue_many(&self, to: &Address, seqs: &[i64]) -> Result<()>;
+    async fn audit(&self, entry: &AuditEntry) -> Result<()>;
+    /// Entries at or after `since` (ms), optionally only from `sender`, oldest first.
+    async fn audit_since(
+        &self,
+        since: i64,
+        sender: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>>;
+    /// Removes entries older than `before` (ms); returns how many.
+    async fn audit_prune(&self, before: i64) -> Result<u64>;
     /// Number of messages waiting in all queues.
     async fn queue_depth(&self) -> Result<i64>;
 }

@@ -1,6 +1,8 @@
 //! The embedded default: SQLite in WAL mode. A committed row survives a killed process.
 
-use crate::{FeedbagRow, QueuedMessage, Result, RosterItem, Store, StoreError, SubState};
+use crate::{
+    AuditEntry, FeedbagRow, QueuedMessage, Result, RosterItem, Store, StoreError, SubState,
+};
 use async_trait::async_trait;
 use entente_model::Address;
 use md5::{Digest, Md5};
@@ -359,6 +361,60 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn audit(&self, e: &AuditEntry) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit (ts, kind, sender, recipient, action, rule, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(e.ts)
+        .bind(&e.kind)
+        .bind(&e.sender)
+        .bind(&e.recipient)
+        .bind(&e.action)
+        .bind(&e.rule)
+        .bind(&e.body)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_since(
+        &self,
+        since: i64,
+        sender: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit WHERE ts >= ? AND (? IS NULL OR sender = ?) ORDER BY id LIMIT ?",
+        )
+        .bind(since)
+        .bind(sender)
+        .bind(sender)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    ts: r.try_get("ts")?,
+                    kind: r.try_get("kind")?,
+                    sender: r.try_get("sender")?,
+                    recipient: r.try_get("recipient")?,
+                    action: r.try_get("action")?,
+                    rule: r.try_get("rule")?,
+                    body: r.try_get("body")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn audit_prune(&self, before: i64) -> Result<u64> {
+        let res = sqlx::query("DELETE FROM audit WHERE ts < ?")
+            .bind(before)
+            .execute(&self.writer)
+            .await?;
+        Ok(res.rows_affected())
+    }
+
     async fn queue_depth(&self) -> Result<i64> {
         let row = sqlx::query("SELECT COUNT(*) FROM inbox")
             .fetch_one(&self.pool)
@@ -514,6 +570,37 @@ mod tests {
             s.profile(&owner).await.unwrap().as_deref(),
             Some("hello again")
         );
+    }
+
+    #[tokio::test]
+    async fn audit_records_filter_and_prune() {
+        let (_d, s) = store().await;
+        for (ts, sender) in [
+            (100, "a@x.example"),
+            (200, "b@x.example"),
+            (300, "a@x.example"),
+        ] {
+            let e = AuditEntry {
+                ts,
+                kind: "message".into(),
+                sender: sender.into(),
+                recipient: "c@hub.example".into(),
+                action: "accepted".into(),
+                rule: None,
+                body: Some("hi".into()),
+            };
+            s.audit(&e).await.unwrap();
+        }
+        assert_eq!(s.audit_since(0, None, 10).await.unwrap().len(), 3);
+        assert_eq!(
+            s.audit_since(150, Some("a@x.example"), 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(s.audit_prune(250).await.unwrap(), 2);
+        assert_eq!(s.audit_since(0, None, 10).await.unwrap()[0].ts, 300);
     }
 
     #[test]
