@@ -564,6 +564,7 @@ fn on_im(text: &str, shared: &Shared, sender: usize, out: &mut Outcome) -> bool 
 
 struct Plan {
     index: usize,
+    count: usize,
     /// The session whose IMs this one receives.
     sender: usize,
     user: String,
@@ -612,11 +613,7 @@ async fn session(
     let mut sending = false;
     let mut done_sending = false;
     let mut in_flight_acks: BTreeMap<u64, u64> = BTreeMap::new();
-    let mut ticker = plan.interval.map(|period| {
-        let mut t = tokio::time::interval(period);
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        t
-    });
+    let mut ticker: Option<tokio::time::Interval> = None;
     let mut due = false;
     'run: loop {
         // Frames already buffered first.
@@ -698,7 +695,12 @@ async fn session(
                 let now = *phase.borrow_and_update();
                 match now {
                     Phase::SigningOn => {}
-                    Phase::Sending => sending = true,
+                    Phase::Sending => {
+                        sending = true;
+                        ticker = plan
+                            .interval
+                            .map(|period| crate::ws::staggered_ticker(period, plan.index, plan.count));
+                    }
                     Phase::Draining => sending = false,
                     Phase::Finished => break 'run,
                 }
@@ -1000,6 +1002,7 @@ async fn measure(
             .unwrap_or(i);
         let plan = Plan {
             index: i,
+            count: n,
             sender,
             user: args.user(i),
             password: args.password.clone(),

@@ -613,11 +613,7 @@ async fn stream_task(
     let mut sending = false;
     let mut done = false;
     let mut due = false;
-    let mut ticker = plan.interval.map(|period| {
-        let mut t = tokio::time::interval(period);
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        t
-    });
+    let mut ticker: Option<tokio::time::Interval> = None;
     let setup_deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
     let mut closing = false;
     'run: loop {
@@ -745,7 +741,12 @@ async fn stream_task(
                 let now = if changed.is_err() { Phase::Finished } else { *phase.borrow_and_update() };
                 match now {
                     Phase::Setup => {}
-                    Phase::Sending => sending = true,
+                    Phase::Sending => {
+                        sending = true;
+                        ticker = plan
+                            .interval
+                            .map(|period| crate::ws::staggered_ticker(period, plan.index, plan.streams));
+                    }
                     Phase::Draining => sending = false,
                     Phase::Finished => {
                         closing = true;

@@ -209,6 +209,19 @@ impl WsArgs {
     }
 }
 
+/// A pacing ticker for sender `index` of `count`, created when sending starts: the first ticks
+/// are spread over one period, so that paced senders do not all fire at the same instant.
+pub(crate) fn staggered_ticker(
+    period: Duration,
+    index: usize,
+    count: usize,
+) -> tokio::time::Interval {
+    let offset = period.mul_f64(index as f64 / count.max(1) as f64);
+    let mut t = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
+}
+
 /// Reads `KEY=VALUE` for --server-env.
 pub(crate) fn parse_env_pair(text: &str) -> Result<(String, String), String> {
     let (key, value) = text
@@ -317,6 +330,9 @@ impl Shared {
 
 /// What one session was told to do.
 struct SessionPlan {
+    /// This session's number and the number of sessions (to spread paced sends).
+    index: usize,
+    count: usize,
     user: String,
     password: String,
     peer_user: String,
@@ -433,6 +449,8 @@ pub(crate) async fn hub_sign_in(
     password: &str,
 ) -> Result<(HubSocket, String)> {
     let plan = SessionPlan {
+        index: 0,
+        count: 1,
         user: user.to_string(),
         password: password.to_string(),
         peer_user: String::new(),
@@ -580,11 +598,7 @@ async fn session(
     let mut in_flight: HashMap<u64, u64> = HashMap::new();
     let mut sending = false;
     let mut done_sending = false;
-    let mut ticker = plan.interval.map(|period| {
-        let mut t = tokio::time::interval(period);
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        t
-    });
+    let mut ticker: Option<tokio::time::Interval> = None;
     let window = plan.window as usize;
     let mut paused_until: Option<Instant> = None;
 
@@ -619,7 +633,12 @@ async fn session(
                 let now = *phase.borrow_and_update();
                 match now {
                     Phase::SigningIn => {}
-                    Phase::Sending => sending = true,
+                    Phase::Sending => {
+                        sending = true;
+                        ticker = plan
+                            .interval
+                            .map(|period| crate::ws::staggered_ticker(period, plan.index, plan.count));
+                    }
                     Phase::Draining => sending = false,
                     Phase::Finished | Phase::Aborted => break 'run,
                 }
@@ -1046,6 +1065,8 @@ async fn measure(
         let results: Vec<Result<()>> = futures::stream::iter(0..warmup)
             .map(|i| {
                 let plan = SessionPlan {
+                    index: i,
+                    count: n,
                     user: args.user(i),
                     password: args.password.clone(),
                     peer_user: String::new(),
@@ -1098,6 +1119,8 @@ async fn measure(
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let plan = SessionPlan {
+            index: i,
+            count: n,
             user: args.user(i),
             password: args.password.clone(),
             peer_user: args.user(peer_of(args.pattern, i, n)),
