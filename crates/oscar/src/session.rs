@@ -562,6 +562,9 @@ impl Session {
                     let rid = self.server_rid();
                     self.send(&c.to_snac(rid));
                 }
+                // The dropped request is answered, so a client that ignores 01,0A still learns
+                // that its IM (or other request) was not taken.
+                self.snac_error(family, snac.header.request_id, SnacErrorCode::RateToHost);
                 return;
             }
             RateVerdict::Disconnect => return self.close_with_signoff(CloseReason::RateLimited),

@@ -228,6 +228,7 @@ fn a_snac_flood_is_warned_limited_then_disconnected() {
     let (mut s, mut c, now) = session_after_cookie();
     let mut codes = Vec::new();
     let mut answered = 0;
+    let mut refused = 0;
     for _ in 0..1000 {
         let (b, _) = c.snac(&oservice::SelfInfoQuery);
         s.handle_input(&b, now);
@@ -240,6 +241,12 @@ fn a_snac_flood_is_warned_limited_then_disconnected() {
             match snac.kind() {
                 (1, 0x0A) => codes.push(snac.body_as::<oservice::RateChange>().unwrap().code),
                 (1, 0x0F) => answered += 1,
+                (1, 0x01) => {
+                    // A request dropped while limited is answered with a rate error.
+                    let e = entente_oscar::SnacError::decode_body(&snac.body).unwrap();
+                    assert_eq!(e.code, entente_oscar::SnacErrorCode::RateToHost as u16);
+                    refused += 1;
+                }
                 k => panic!("unexpected {k:?}"),
             }
         }
@@ -253,6 +260,7 @@ fn a_snac_flood_is_warned_limited_then_disconnected() {
         vec![oservice::rate_code::WARNING, oservice::rate_code::LIMIT]
     );
     assert!(answered > 50 && answered < 200, "answered {answered}");
+    assert!(refused > 0, "no dropped request was answered");
     let mut last = None;
     while let Some(o) = s.poll_event() {
         last = Some(o);
