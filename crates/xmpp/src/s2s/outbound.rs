@@ -440,6 +440,23 @@ impl Outbound {
         }
     }
 
+    /// A stream over a connection that is already TLS (XEP-0368 direct TLS, found through
+    /// `_xmpps-server._tcp`): no STARTTLS step; `peer_identities` are the domains the peer's
+    /// certificate was verified for.
+    pub fn new_direct_tls(
+        cfg: Arc<Config>,
+        local: &str,
+        remote: &str,
+        peer_identities: Vec<String>,
+        now: Instant,
+    ) -> Outbound {
+        let mut out = Self::with_seed(cfg, local, remote, now, None);
+        out.state = State::AwaitHeader(AwaitHeader {
+            phase: Phase::Secured(Security::tls(peer_identities)),
+        });
+        out
+    }
+
     /// The peer domain this stream was opened to.
     pub fn remote(&self) -> &str {
         &self.remote
