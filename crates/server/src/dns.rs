@@ -91,20 +91,33 @@ impl Dns {
         }
     }
 
-    /// Where `domain`'s XMPP server-to-server service is (RFC 6120 §3.2): the SRV targets of
-    /// `_xmpp-server._tcp`, else the domain itself on port 5269.
-    pub async fn xmpp_server(&self, domain: &str) -> Vec<SocketAddr> {
-        let targets = self.srv("_xmpp-server._tcp", domain).await;
-        if targets.len() == 1 && targets[0].host.is_empty() {
-            return Vec::new();
+    /// Where `domain`'s XMPP server-to-server service is, each address with whether it speaks
+    /// TLS at once: the SRV targets of `_xmpps-server._tcp` (XEP-0368, direct TLS), else those of
+    /// `_xmpp-server._tcp` (RFC 6120 §3.2, STARTTLS), else the domain itself on port 5269.
+    pub async fn xmpp_server(&self, domain: &str) -> Vec<(SocketAddr, bool)> {
+        for (service, direct_tls) in [("_xmpps-server._tcp", true), ("_xmpp-server._tcp", false)] {
+            let targets = self.srv(service, domain).await;
+            // A single "." target: the service is decidedly not offered.
+            if targets.len() == 1 && targets[0].host.is_empty() {
+                continue;
+            }
+            let mut out = Vec::new();
+            for t in targets {
+                out.extend(
+                    self.addresses(&t.host, t.port)
+                        .await
+                        .into_iter()
+                        .map(|a| (a, direct_tls)),
+                );
+            }
+            if !out.is_empty() {
+                return out;
+            }
         }
-        if targets.is_empty() {
-            return self.addresses(domain, 5269).await;
-        }
-        let mut out = Vec::new();
-        for t in targets {
-            out.extend(self.addresses(&t.host, t.port).await);
-        }
-        out
+        self.addresses(domain, 5269)
+            .await
+            .into_iter()
+            .map(|a| (a, false))
+            .collect()
     }
 }

@@ -85,6 +85,8 @@ fn provider() -> Arc<CryptoProvider> {
 pub struct TlsContext {
     pub server: Arc<rustls::ServerConfig>,
     pub client: Arc<rustls::ClientConfig>,
+    /// As `client`, announcing ALPN "xmpp-server" for XEP-0368 direct TLS.
+    pub direct_client: Arc<rustls::ClientConfig>,
     verifier: Arc<rustls::client::WebPkiServerVerifier>,
 }
 
@@ -148,9 +150,12 @@ impl TlsContext {
             .with_custom_certificate_verifier(Arc::new(AnyCertificate))
             .with_client_auth_cert(chain, key)
             .map_err(|e| msg(format!("{}: {e}", cert_path.display())))?;
+        let mut direct_client = client.clone();
+        direct_client.alpn_protocols = vec![b"xmpp-server".to_vec()];
         Ok(TlsContext {
             server: Arc::new(server),
             client: Arc::new(client),
+            direct_client: Arc::new(direct_client),
             verifier,
         })
     }

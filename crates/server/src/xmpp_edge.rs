@@ -229,6 +229,30 @@ impl Io {
         Some(chain)
     }
 
+    /// Direct TLS (XEP-0368): the client handshake with ALPN "xmpp-server"; returns the peer's chain.
+    async fn start_direct_client(
+        &mut self,
+        tls: &TlsContext,
+        domain: &str,
+    ) -> Option<Vec<CertificateDer<'static>>> {
+        let Io::Plain(tcp) = std::mem::replace(self, Io::Gone) else {
+            return None;
+        };
+        let name = ServerName::try_from(domain.to_string()).ok()?;
+        let stream = tokio_rustls::TlsConnector::from(tls.direct_client.clone())
+            .connect(name, tcp)
+            .await
+            .ok()?;
+        let chain = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|c| c.to_vec())
+            .unwrap_or_default();
+        *self = Io::Client(Box::new(stream));
+        Some(chain)
+    }
+
     /// Server side of STARTTLS; returns the client's certificate chain (empty if none).
     async fn start_server(&mut self, tls: &TlsContext) -> Option<Vec<CertificateDer<'static>>> {
         let Io::Plain(tcp) = std::mem::replace(self, Io::Gone) else {
@@ -350,10 +374,10 @@ impl XmppEdge {
     async fn addresses_of(
         &self,
         domain: &str,
-    ) -> std::result::Result<Vec<SocketAddr>, (ErrorCode, String)> {
+    ) -> std::result::Result<Vec<(SocketAddr, bool)>, (ErrorCode, String)> {
         let pinned = self.partners.get(domain).and_then(|p| p.address.clone());
         if let Some(address) = pinned {
-            return address.parse().map(|a| vec![a]).map_err(|_| {
+            return address.parse().map(|a| vec![(a, false)]).map_err(|_| {
                 (
                     ErrorCode::RemoteServerNotFound,
                     format!("{domain}: address {address:?} is not ip:port"),
@@ -370,15 +394,18 @@ impl XmppEdge {
         Ok(found)
     }
 
-    /// Connects to the first address that answers.
-    async fn connect(&self, domain: &str) -> std::result::Result<TcpStream, (ErrorCode, String)> {
+    /// Connects to the first address that answers; true when it speaks TLS at once.
+    async fn connect(
+        &self,
+        domain: &str,
+    ) -> std::result::Result<(TcpStream, bool), (ErrorCode, String)> {
         let mut last = (
             ErrorCode::RemoteServerNotFound,
             format!("cannot connect to {domain}"),
         );
-        for addr in self.addresses_of(domain).await? {
+        for (addr, direct_tls) in self.addresses_of(domain).await? {
             match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-                Ok(Ok(tcp)) => return Ok(tcp),
+                Ok(Ok(tcp)) => return Ok((tcp, direct_tls)),
                 Ok(Err(e)) => {
                     last = (
                         ErrorCode::RemoteServerNotFound,
@@ -402,7 +429,7 @@ impl XmppEdge {
     async fn connect_with_retries(
         &self,
         domain: &str,
-    ) -> std::result::Result<TcpStream, (ErrorCode, String)> {
+    ) -> std::result::Result<(TcpStream, bool), (ErrorCode, String)> {
         let mut pause = RETRY_FIRST_PAUSE;
         let mut attempt = 1;
         loop {
@@ -461,8 +488,8 @@ impl XmppEdge {
         mut rx: mpsc::UnboundedReceiver<LinkCmd>,
         generation: u64,
     ) {
-        let tcp = match self.connect_with_retries(&remote).await {
-            Ok(tcp) => tcp,
+        let (tcp, direct_tls) = match self.connect_with_retries(&remote).await {
+            Ok(found) => found,
             Err((code, text)) => {
                 tracing::warn!(peer = %remote, %text, "xmpp link failed");
                 self.forget_link(&remote, generation);
@@ -473,7 +500,32 @@ impl XmppEdge {
         let _ = tcp.set_nodelay(true);
         tracing::info!(peer = %remote, "xmpp link connected");
         let mut io = Io::Plain(tcp);
-        let mut machine = Outbound::new(self.cfg.clone(), &self.hub, &remote, Instant::now());
+        let mut machine = if direct_tls {
+            // XEP-0368: TLS first (ALPN "xmpp-server"), then the stream, with no STARTTLS.
+            let Some(chain) = io.start_direct_client(&self.tls, &remote).await else {
+                tracing::warn!(peer = %remote, "direct TLS handshake failed");
+                self.forget_link(&remote, generation);
+                self.fail_commands(
+                    &mut rx,
+                    ErrorCode::RemoteServerNotFound,
+                    &format!("TLS with {remote} failed"),
+                )
+                .await;
+                return;
+            };
+            let ids = self.tls.verified_domains(&chain, &[remote.as_str()]);
+            if self.requires_certificate(&remote) && ids.is_empty() {
+                tracing::warn!(peer = %remote, "partner certificate not valid for its domain");
+                self.forget_link(&remote, generation);
+                let text = format!("{remote} did not present a valid certificate");
+                self.fail_commands(&mut rx, ErrorCode::RemoteServerNotFound, &text)
+                    .await;
+                return;
+            }
+            Outbound::new_direct_tls(self.cfg.clone(), &self.hub, &remote, ids, Instant::now())
+        } else {
+            Outbound::new(self.cfg.clone(), &self.hub, &remote, Instant::now())
+        };
         let mut buf = vec![0u8; 16 * 1024];
         let mut reason = "closed";
         'run: loop {

@@ -242,6 +242,80 @@ async fn an_aim_user_chats_with_a_prosody_user() {
     );
 }
 
+/// XEP-0368: a partner that publishes `_xmpps-server._tcp` is reached over direct TLS (no
+/// STARTTLS), found through the configured name server.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partner_offering_direct_tls_is_reached_over_it() {
+    require("runuser");
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = Certs::make(certs_dir.path(), Mode::Dialback);
+    let prosody_s2s = free_port();
+    let prosody_direct = free_port();
+    let dns_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xmpp/interop/mini_dns.py");
+    let mut dns = Command::new("/usr/bin/python3")
+        .arg(script)
+        .args([
+            "--port",
+            &dns_port.to_string(),
+            "--a",
+            CORP,
+            "--srvs",
+            &format!("{CORP}:{prosody_direct}"),
+            "--timeout",
+            "60",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let dns_out = dns.stdout.take().unwrap();
+    let (tx, queries) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(dns_out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let extra = format!(
+        "[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n[[partner]]\ndomain = \"{CORP}\"\nprotocol = \"xmpp\"\nauth = \"dialback\"\n"
+    );
+    let server = Server::start_listening(&extra, "xmpp_s2s = \"127.0.0.1:0\"\n");
+    let prosody = Prosody::start_direct_tls(
+        Mode::Dialback,
+        &certs,
+        prosody_s2s,
+        server.listeners["xmpp_s2s"].port(),
+        prosody_direct,
+    );
+    let mut alice = XmppClient::connect("alice", &prosody);
+    let mut bob = server.login("bob").await;
+    bob.expect_type("roster").await;
+    assert_eq!(
+        bob.message("t1", ALICE, "over direct TLS").await["type"],
+        "ack"
+    );
+    let m = alice.expect("message", |v| v["event"] == "message" && v["from"] == BOB);
+    assert_eq!(m["body"], "over direct TLS");
+    let _ = dns.kill();
+    let _ = dns.wait();
+    let asked: Vec<String> = queries.try_iter().collect();
+    assert!(
+        asked
+            .iter()
+            .any(|l| l.contains(&format!("_xmpps-server._tcp.{CORP} type=33 -> 1"))),
+        "the direct TLS SRV record was not used: {asked:?}"
+    );
+    assert!(
+        !asked
+            .iter()
+            .any(|l| l.contains(&format!("_xmpp-server._tcp.{CORP}"))),
+        "STARTTLS was looked up although direct TLS is offered: {asked:?}"
+    );
+}
+
 /// A partner without a pinned address is found through DNS (SRV `_xmpp-server._tcp`, then A), asked
 /// of the configured name server only: here a loopback responder that knows the test names.
 #[tokio::test(flavor = "multi_thread")]

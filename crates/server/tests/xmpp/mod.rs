@@ -103,6 +103,38 @@ impl Prosody {
         gateway_ip: &str,
         gateway_domains: &[&str],
     ) -> Prosody {
+        Prosody::launch(mode, certs, s2s, hub_s2s, gateway_ip, gateway_domains, None)
+    }
+
+    /// As [`Prosody::start`], also accepting s2s over direct TLS (XEP-0368) on `direct_tls`.
+    pub fn start_direct_tls(
+        mode: Mode,
+        certs: &Certs,
+        s2s: u16,
+        hub_s2s: u16,
+        direct_tls: u16,
+    ) -> Prosody {
+        Prosody::launch(
+            mode,
+            certs,
+            s2s,
+            hub_s2s,
+            "127.0.0.1",
+            &[],
+            Some(direct_tls),
+        )
+    }
+
+    fn launch(
+        mode: Mode,
+        certs: &Certs,
+        s2s: u16,
+        hub_s2s: u16,
+        gateway_ip: &str,
+        gateway_domains: &[&str],
+        direct_tls: Option<u16>,
+    ) -> Prosody {
+        let direct_tls_ports = direct_tls.map(|p| p.to_string()).unwrap_or_default();
         require("prosody");
         let dir = tempfile::Builder::new()
             .prefix("prosody")
@@ -113,6 +145,10 @@ impl Prosody {
         for f in ["corp.crt", "corp.key"] {
             std::fs::copy(certs.path(f), run.join(f)).unwrap();
         }
+        // Direct TLS ports pick their certificate by SNI from the certificate folder.
+        std::fs::create_dir_all(run.join("certs")).unwrap();
+        std::fs::copy(certs.path("corp.crt"), run.join("certs/corp-a.test.crt")).unwrap();
+        std::fs::copy(certs.path("corp.key"), run.join("certs/corp-a.test.key")).unwrap();
         let cafile = if mode == Mode::Certificate {
             std::fs::copy(certs.path("ca.crt"), run.join("ca.crt")).unwrap();
             format!("cafile = \"{}/ca.crt\";", run.display())
@@ -136,7 +172,7 @@ interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {c2s} }}
 s2s_ports = {{ {s2s} }}
 c2s_direct_tls_ports = {{ }}
-s2s_direct_tls_ports = {{ }}
+s2s_direct_tls_ports = {{ {direct_tls_ports} }}
 modules_enabled = {{ "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "posix" }}
 modules_disabled = {{ "s2s_bidi" }}
 authentication = "internal_hashed"
