@@ -205,41 +205,18 @@ impl Io {
         };
     }
 
-    /// Client side of STARTTLS; returns the peer's certificate chain.
+    /// Client side of TLS with `config` (STARTTLS, or direct TLS with its ALPN); returns the
+    /// peer's certificate chain.
     async fn start_client(
         &mut self,
-        tls: &TlsContext,
+        config: &Arc<rustls::ClientConfig>,
         domain: &str,
     ) -> Option<Vec<CertificateDer<'static>>> {
         let Io::Plain(tcp) = std::mem::replace(self, Io::Gone) else {
             return None;
         };
         let name = ServerName::try_from(domain.to_string()).ok()?;
-        let stream = tokio_rustls::TlsConnector::from(tls.client.clone())
-            .connect(name, tcp)
-            .await
-            .ok()?;
-        let chain = stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .map(|c| c.to_vec())
-            .unwrap_or_default();
-        *self = Io::Client(Box::new(stream));
-        Some(chain)
-    }
-
-    /// Direct TLS (XEP-0368): the client handshake with ALPN "xmpp-server"; returns the peer's chain.
-    async fn start_direct_client(
-        &mut self,
-        tls: &TlsContext,
-        domain: &str,
-    ) -> Option<Vec<CertificateDer<'static>>> {
-        let Io::Plain(tcp) = std::mem::replace(self, Io::Gone) else {
-            return None;
-        };
-        let name = ServerName::try_from(domain.to_string()).ok()?;
-        let stream = tokio_rustls::TlsConnector::from(tls.direct_client.clone())
+        let stream = tokio_rustls::TlsConnector::from(config.clone())
             .connect(name, tcp)
             .await
             .ok()?;
@@ -502,7 +479,7 @@ impl XmppEdge {
         let mut io = Io::Plain(tcp);
         let mut machine = if direct_tls {
             // XEP-0368: TLS first (ALPN "xmpp-server"), then the stream, with no STARTTLS.
-            let Some(chain) = io.start_direct_client(&self.tls, &remote).await else {
+            let Some(chain) = io.start_client(&self.tls.direct_client, &remote).await else {
                 tracing::warn!(peer = %remote, "direct TLS handshake failed");
                 self.forget_link(&remote, generation);
                 self.fail_commands(
@@ -543,7 +520,7 @@ impl XmppEdge {
                 match out {
                     Output::StartTls => {
                         write_pending(&mut io, &mut machine).await;
-                        match io.start_client(&self.tls, &remote).await {
+                        match io.start_client(&self.tls.client, &remote).await {
                             Some(chain) => {
                                 let ids = self.tls.verified_domains(&chain, &[remote.as_str()]);
                                 if self.requires_certificate(&remote) && ids.is_empty() {
