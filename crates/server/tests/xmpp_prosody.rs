@@ -10,11 +10,7 @@ mod xmpp;
 
 use common::{Client, Server};
 use serde_json::json;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use xmpp::{free_port, require, Certs, Mode, Prosody, XmppClient, CORP};
+use xmpp::{free_port, require, Certs, MiniDns, Mode, Prosody, XmppClient, CORP};
 
 const ALICE: &str = "alice@corp-a.test";
 const BOB: &str = "bob@hub.test";
@@ -251,34 +247,8 @@ async fn a_partner_offering_direct_tls_is_reached_over_it() {
     let certs = Certs::make(certs_dir.path(), Mode::Dialback);
     let prosody_s2s = free_port();
     let prosody_direct = free_port();
-    let dns_port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xmpp/interop/mini_dns.py");
-    let mut dns = Command::new("/usr/bin/python3")
-        .arg(script)
-        .args([
-            "--port",
-            &dns_port.to_string(),
-            "--a",
-            CORP,
-            "--srvs",
-            &format!("{CORP}:{prosody_direct}"),
-            "--timeout",
-            "60",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let dns_out = dns.stdout.take().unwrap();
-    let (tx, queries) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(dns_out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let dns = MiniDns::start(&["--a", CORP, "--srvs", &format!("{CORP}:{prosody_direct}")]);
+    let dns_port = dns.port;
     let extra = format!(
         "[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n[[partner]]\ndomain = \"{CORP}\"\nprotocol = \"xmpp\"\nauth = \"dialback\"\n"
     );
@@ -299,9 +269,7 @@ async fn a_partner_offering_direct_tls_is_reached_over_it() {
     );
     let m = alice.expect("message", |v| v["event"] == "message" && v["from"] == BOB);
     assert_eq!(m["body"], "over direct TLS");
-    let _ = dns.kill();
-    let _ = dns.wait();
-    let asked: Vec<String> = queries.try_iter().collect();
+    let asked = dns.queries();
     assert!(
         asked
             .iter()
@@ -324,34 +292,8 @@ async fn a_partner_is_found_through_the_configured_name_server() {
     let certs_dir = tempfile::tempdir().unwrap();
     let certs = Certs::make(certs_dir.path(), Mode::Dialback);
     let prosody_s2s = free_port();
-    let dns_port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xmpp/interop/mini_dns.py");
-    let mut dns = Command::new("/usr/bin/python3")
-        .arg(script)
-        .args([
-            "--port",
-            &dns_port.to_string(),
-            "--a",
-            CORP,
-            "--srv",
-            &format!("{CORP}:{prosody_s2s}"),
-            "--timeout",
-            "60",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let dns_out = dns.stdout.take().unwrap();
-    let (tx, queries) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(dns_out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let dns = MiniDns::start(&["--a", CORP, "--srv", &format!("{CORP}:{prosody_s2s}")]);
+    let dns_port = dns.port;
     let extra = format!(
         "[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n[[partner]]\ndomain = \"{CORP}\"\nprotocol = \"xmpp\"\nauth = \"dialback\"\n"
     );
@@ -371,9 +313,7 @@ async fn a_partner_is_found_through_the_configured_name_server() {
     );
     let m = alice.expect("message", |v| v["event"] == "message" && v["from"] == BOB);
     assert_eq!(m["body"], "found you through DNS");
-    let _ = dns.kill();
-    let _ = dns.wait();
-    let asked: Vec<String> = queries.try_iter().collect();
+    let asked = dns.queries();
     assert!(
         asked
             .iter()

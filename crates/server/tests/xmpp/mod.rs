@@ -331,3 +331,51 @@ impl Drop for XmppClient {
         let _ = self.child.wait();
     }
 }
+
+/// The loopback DNS responder (`crates/xmpp/interop/mini_dns.py`): answers only the records it is
+/// given (`--a NAME`, `--srv NAME:PORT`, `--srvs NAME:PORT`), NXDOMAIN for everything else.
+pub struct MiniDns {
+    child: Child,
+    pub port: u16,
+    lines: mpsc::Receiver<String>,
+}
+
+impl MiniDns {
+    pub fn start(records: &[&str]) -> MiniDns {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xmpp/interop/mini_dns.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .args(["--port", &port.to_string(), "--timeout", "60"])
+            .args(records)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        MiniDns { child, port, lines }
+    }
+
+    /// Stops the responder and returns a line for every query it answered.
+    pub fn queries(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.lines.try_iter().collect()
+    }
+}
+
+impl Drop for MiniDns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
