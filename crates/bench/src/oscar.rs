@@ -25,8 +25,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 use crate::http;
-use crate::process::{self, Kib};
-use crate::report::{self, LatencySummary, PerSecond, Table, Thousands};
+use crate::process;
+use crate::report::{
+    self, server_section, LatencySummary, PerSecond, ServerLabels, Table, Thousands,
+};
 use crate::target::{HttpTarget, SpawnSettings, SpawnedServer};
 use crate::ws::{decode_body, encode_body, peer_of, MemoryReport, Pattern, MAX_SESSIONS};
 
@@ -868,29 +870,17 @@ impl OscarReport {
             Some(s) => t.row("send → host ack", s.percentiles_line()),
             None => t.row("send → host ack", "no ack received"),
         };
-        t.section("server");
-        match &self.memory {
-            Some(m) => {
-                t.row("RSS before sign-on", Kib(m.before_kib as f64))
-                    .row("RSS all signed on, idle", Kib(m.connected_kib as f64))
-                    .row("per session", Kib(m.per_session_kib))
-                    .row("RSS after the run", Kib(m.after_run_kib as f64))
-                    .row("peak RSS (VmHWM)", Kib(m.peak_kib as f64));
-            }
-            None => {
-                t.row("memory", "not measured (no server pid)");
-            }
-        }
-        match self.server_cpu_cores {
-            Some(c) => t.row("CPU while sending", format!("{c:.2} cores")),
-            None => t.row("CPU while sending", "not measured"),
-        };
-        if let Some(c) = self.bench_cpu_cores {
-            t.row("load generator CPU", format!("{c:.2} cores"));
-        }
-        if let Some(exit) = &self.server_exit {
-            t.row("server exit", exit);
-        }
+        server_section(
+            &mut t,
+            &ServerLabels {
+                before: "RSS before sign-on",
+                connected: "RSS all signed on, idle",
+                per: "per session",
+                no_memory: "not measured (no server pid)",
+                cpu: "CPU while sending",
+            },
+            self,
+        );
         t
     }
 }
@@ -1405,5 +1395,20 @@ mod tests {
                     .expect("the client gives up on its own");
             assert!(matches!(result, Err(SignOnError::Other(_))));
         }
+    }
+}
+
+impl crate::report::ServerFigures for OscarReport {
+    fn memory(&self) -> Option<&crate::ws::MemoryReport> {
+        self.memory.as_ref()
+    }
+    fn server_cpu_cores(&self) -> Option<f64> {
+        self.server_cpu_cores
+    }
+    fn bench_cpu_cores(&self) -> Option<f64> {
+        self.bench_cpu_cores
+    }
+    fn server_exit(&self) -> Option<&str> {
+        self.server_exit.as_deref()
     }
 }

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::process::Kib;
+
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -172,6 +174,62 @@ impl fmt::Display for Table {
 mod tests {
     use super::*;
 
+    struct Figures(Option<crate::ws::MemoryReport>, Option<f64>);
+
+    impl ServerFigures for Figures {
+        fn memory(&self) -> Option<&crate::ws::MemoryReport> {
+            self.0.as_ref()
+        }
+        fn server_cpu_cores(&self) -> Option<f64> {
+            self.1
+        }
+        fn bench_cpu_cores(&self) -> Option<f64> {
+            None
+        }
+        fn server_exit(&self) -> Option<&str> {
+            Some("exit 0")
+        }
+    }
+
+    const LABELS: ServerLabels = ServerLabels {
+        before: "RSS before",
+        connected: "RSS idle",
+        per: "per stream",
+        no_memory: "not measured here",
+        cpu: "CPU while sending",
+    };
+
+    #[test]
+    fn server_section_uses_the_modes_labels() {
+        let memory = crate::ws::MemoryReport {
+            before_kib: 100,
+            connected_kib: 300,
+            per_session_kib: 2.0,
+            after_run_kib: 400,
+            peak_kib: 500,
+        };
+        let mut t = Table::new();
+        server_section(&mut t, &LABELS, &Figures(Some(memory), Some(1.25)));
+        let text = t.to_string();
+        for part in [
+            "per stream",
+            "RSS idle",
+            "peak RSS (VmHWM)",
+            "CPU while sending",
+            "1.25 cores",
+            "exit 0",
+        ] {
+            assert!(text.contains(part), "{part} missing from\n{text}");
+        }
+        let mut t = Table::new();
+        server_section(&mut t, &LABELS, &Figures(None, None));
+        let text = t.to_string();
+        assert!(
+            text.contains("not measured here") && !text.contains("per stream"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn percentiles_of_a_uniform_distribution() {
         let mut h = latency_histogram();
@@ -266,5 +324,49 @@ mod tests {
             max_us: 2_000_000,
         };
         assert_eq!(s.percentiles_line(), "15 µs / 1.50 ms / 20.00 ms / 2.00 s");
+    }
+}
+
+/// What one mode calls its server figures (sessions, streams, sign-in or sign-on).
+pub struct ServerLabels {
+    pub before: &'static str,
+    pub connected: &'static str,
+    pub per: &'static str,
+    pub no_memory: &'static str,
+    pub cpu: &'static str,
+}
+
+/// The server figures every mode's report carries.
+pub trait ServerFigures {
+    fn memory(&self) -> Option<&crate::ws::MemoryReport>;
+    fn server_cpu_cores(&self) -> Option<f64>;
+    fn bench_cpu_cores(&self) -> Option<f64>;
+    fn server_exit(&self) -> Option<&str>;
+}
+
+/// The "server" section of a report, the same in every mode but for its labels.
+pub fn server_section(t: &mut Table, labels: &ServerLabels, figures: &impl ServerFigures) {
+    t.section("server");
+    match figures.memory() {
+        Some(m) => {
+            t.row(labels.before, Kib(m.before_kib as f64))
+                .row(labels.connected, Kib(m.connected_kib as f64))
+                .row(labels.per, Kib(m.per_session_kib))
+                .row("RSS after the run", Kib(m.after_run_kib as f64))
+                .row("peak RSS (VmHWM)", Kib(m.peak_kib as f64));
+        }
+        None => {
+            t.row("memory", labels.no_memory);
+        }
+    }
+    match figures.server_cpu_cores() {
+        Some(c) => t.row(labels.cpu, format!("{c:.2} cores")),
+        None => t.row(labels.cpu, "not measured"),
+    };
+    if let Some(c) = figures.bench_cpu_cores() {
+        t.row("load generator CPU", format!("{c:.2} cores"));
+    }
+    if let Some(exit) = figures.server_exit() {
+        t.row("server exit", exit);
     }
 }

@@ -30,8 +30,10 @@ use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::http;
-use crate::process::{self, Kib};
-use crate::report::{self, LatencySummary, PerSecond, Table, Thousands};
+use crate::process;
+use crate::report::{
+    self, server_section, LatencySummary, PerSecond, ServerLabels, Table, Thousands,
+};
 use crate::target::{SpawnSettings, SpawnedServer, XmppPartner};
 use crate::ws::{decode_body, encode_body, MemoryReport, MAX_SESSIONS};
 
@@ -1052,32 +1054,17 @@ impl S2sReport {
             Some(s) => t.row("send → delivery", s.percentiles_line()),
             None => t.row("send → delivery", "no message delivered"),
         };
-        t.section("server");
-        match &self.memory {
-            Some(m) => {
-                t.row(
-                    "RSS, hub sessions in, before streams",
-                    Kib(m.before_kib as f64),
-                )
-                .row("RSS, streams authorised, idle", Kib(m.connected_kib as f64))
-                .row("per stream", Kib(m.per_session_kib))
-                .row("RSS after the run", Kib(m.after_run_kib as f64))
-                .row("peak RSS (VmHWM)", Kib(m.peak_kib as f64));
-            }
-            None => {
-                t.row("memory", "not measured");
-            }
-        }
-        match self.server_cpu_cores {
-            Some(c) => t.row("CPU while sending", format!("{c:.2} cores")),
-            None => t.row("CPU while sending", "not measured"),
-        };
-        if let Some(c) = self.bench_cpu_cores {
-            t.row("load generator CPU", format!("{c:.2} cores"));
-        }
-        if let Some(exit) = &self.server_exit {
-            t.row("server exit", exit);
-        }
+        server_section(
+            &mut t,
+            &ServerLabels {
+                before: "RSS, hub sessions in, before streams",
+                connected: "RSS, streams authorised, idle",
+                per: "per stream",
+                no_memory: "not measured",
+                cpu: "CPU while sending",
+            },
+            self,
+        );
         t
     }
 }
@@ -1732,5 +1719,20 @@ mod tests {
         assert_eq!(answers.get("id2"), Some(&false));
         assert_eq!(stats.connections.load(Ordering::Relaxed), 1);
         task.abort();
+    }
+}
+
+impl crate::report::ServerFigures for S2sReport {
+    fn memory(&self) -> Option<&crate::ws::MemoryReport> {
+        self.memory.as_ref()
+    }
+    fn server_cpu_cores(&self) -> Option<f64> {
+        self.server_cpu_cores
+    }
+    fn bench_cpu_cores(&self) -> Option<f64> {
+        self.bench_cpu_cores
+    }
+    fn server_exit(&self) -> Option<&str> {
+        self.server_exit.as_deref()
     }
 }

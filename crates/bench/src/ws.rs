@@ -20,8 +20,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::http::{self, Registration};
-use crate::process::{self, Kib, MemoryStatus};
-use crate::report::{self, LatencySummary, PerSecond, Table, Thousands};
+use crate::process::{self, MemoryStatus};
+use crate::report::{
+    self, server_section, LatencySummary, PerSecond, ServerLabels, Table, Thousands,
+};
 use crate::target::{HttpTarget, SpawnSettings, SpawnedServer};
 
 /// Most sessions one run may open.
@@ -882,29 +884,17 @@ impl WsReport {
             Some(s) => t.row("send → ack", s.percentiles_line()),
             None => t.row("send → ack", "no ack received"),
         };
-        t.section("server");
-        match &self.memory {
-            Some(m) => {
-                t.row("RSS before sign-in", Kib(m.before_kib as f64))
-                    .row("RSS all signed in, idle", Kib(m.connected_kib as f64))
-                    .row("per session", Kib(m.per_session_kib))
-                    .row("RSS after the run", Kib(m.after_run_kib as f64))
-                    .row("peak RSS (VmHWM)", Kib(m.peak_kib as f64));
-            }
-            None => {
-                t.row("memory", "not measured (no server pid)");
-            }
-        }
-        match self.server_cpu_cores {
-            Some(c) => t.row("CPU while running", format!("{c:.2} cores")),
-            None => t.row("CPU while running", "not measured"),
-        };
-        if let Some(c) = self.bench_cpu_cores {
-            t.row("load generator CPU", format!("{c:.2} cores"));
-        }
-        if let Some(exit) = &self.server_exit {
-            t.row("server exit", exit);
-        }
+        server_section(
+            &mut t,
+            &ServerLabels {
+                before: "RSS before sign-in",
+                connected: "RSS all signed in, idle",
+                per: "per session",
+                no_memory: "not measured (no server pid)",
+                cpu: "CPU while running",
+            },
+            self,
+        );
         t
     }
 }
@@ -1657,5 +1647,20 @@ mod tests {
         assert!(value["latency"]["p999_us"].is_u64());
         assert!(value["ack_latency"].is_null());
         assert_eq!(value["errors"]["rate_limited"], 10);
+    }
+}
+
+impl crate::report::ServerFigures for WsReport {
+    fn memory(&self) -> Option<&crate::ws::MemoryReport> {
+        self.memory.as_ref()
+    }
+    fn server_cpu_cores(&self) -> Option<f64> {
+        self.server_cpu_cores
+    }
+    fn bench_cpu_cores(&self) -> Option<f64> {
+        self.bench_cpu_cores
+    }
+    fn server_exit(&self) -> Option<&str> {
+        self.server_exit.as_deref()
     }
 }
