@@ -219,13 +219,39 @@ async fn admin_partners(State(state): State<AppState>, headers: HeaderMap) -> Re
     if let Err(r) = admin_allowed(&state, &headers) {
         return r;
     }
+    let links = state.router.links();
     let partners: Vec<_> = state
         .config
         .partners
         .iter()
-        .map(|p| json!({"domain": p.domain, "protocol": p.protocol, "auth": p.auth, "address": p.address}))
+        .map(|p| {
+            let domain = p.domain.to_lowercase();
+            let mine: Vec<_> = links.iter().filter(|l| l.domain == domain).collect();
+            let connected = mine.iter().any(|l| l.since.is_some());
+            let last_error = mine.iter().find_map(|l| l.last_error.clone());
+            json!({
+                "domain": p.domain,
+                "protocol": p.protocol,
+                "auth": p.auth,
+                "address": p.address,
+                "connected": connected,
+                "links": mine,
+                "last_error": last_error,
+            })
+        })
         .collect();
-    Json(json!({"partners": partners})).into_response()
+    // Links of domains that are not configured partners (open federation).
+    let others: Vec<_> = links
+        .iter()
+        .filter(|l| {
+            !state
+                .config
+                .partners
+                .iter()
+                .any(|p| p.domain.eq_ignore_ascii_case(&l.domain))
+        })
+        .collect();
+    Json(json!({"partners": partners, "other_links": others})).into_response()
 }
 
 #[derive(Deserialize)]

@@ -28,6 +28,29 @@ pub trait Edge: Send + Sync + 'static {
     /// responsibility for it; a later failure comes back through [`Router::submit`] as a
     /// [`Event::Failure`] addressed to the original sender.
     async fn deliver(&self, event: Event) -> Result<(), Refusal>;
+    /// The state of the edge's links to partner domains, for the admin API.
+    fn links(&self) -> Vec<LinkState> {
+        Vec::new()
+    }
+}
+
+/// One partner link (a stream or connection) as an edge sees it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LinkState {
+    /// The partner domain at the other end.
+    pub domain: String,
+    /// `inbound` (the partner connected to us) or `outbound`.
+    pub direction: &'static str,
+    /// `xmpp`, `sip-udp`, `sip-tcp`, `sip-tls`.
+    pub transport: &'static str,
+    /// How the partner was authenticated: `certificate`, `dialback`, `address` or `none`.
+    pub auth: &'static str,
+    /// The remote socket address.
+    pub peer: Option<String>,
+    /// When the link was established, seconds since the epoch.
+    pub since: Option<i64>,
+    /// The last error seen on links to this domain, if any.
+    pub last_error: Option<String>,
 }
 
 /// What the router hands to a hub session.
@@ -265,6 +288,20 @@ impl Router {
             ));
         }
         Ok(())
+    }
+
+    /// Every edge's partner links, for the admin API.
+    pub fn links(&self) -> Vec<LinkState> {
+        let mut edges: Vec<Arc<dyn Edge>> = Vec::new();
+        let owned = self.edges.read().unwrap_or_else(|e| e.into_inner());
+        let default = self.default_edge.read().unwrap_or_else(|e| e.into_inner());
+        for edge in owned.values().chain(default.iter()) {
+            if !edges.iter().any(|e| Arc::ptr_eq(e, edge)) {
+                edges.push(edge.clone());
+            }
+        }
+        drop((owned, default));
+        edges.iter().flat_map(|e| e.links()).collect()
     }
 
     /// Makes `edge` the route for every domain no one owns.
