@@ -90,7 +90,8 @@ pub struct XmppPartner {
 
 impl Default for SpawnSettings {
     fn default() -> Self {
-        // High enough that the per-connection limiter never throttles a benchmark.
+        // High enough that no rate limit (per connection, sender or partner domain; each is
+        // written with these values) throttles a benchmark.
         Self {
             domain: "localhost".to_string(),
             connection_rate: 1_000_000.0,
@@ -139,6 +140,12 @@ http = \"127.0.0.1:0\"\n\
 [limits]\n\
 connection_rate = {rate:?}\n\
 connection_burst = {burst}\n\
+sender_rate = {rate:?}\n\
+sender_burst = {burst}\n\
+signal_rate = {rate:?}\n\
+signal_burst = {burst}\n\
+partner_rate = {rate:?}\n\
+partner_burst = {burst}\n\
 {partners}",
         domain = toml_string(&settings.domain),
         data_dir = toml_string(&data_dir.to_string_lossy()),
@@ -432,6 +439,12 @@ mod tests {
             value["limits"]["connection_burst"].as_integer(),
             Some(1_000_000)
         );
+        for limit in ["sender", "signal", "partner"] {
+            assert_eq!(
+                value["limits"][&format!("{limit}_rate")].as_float(),
+                Some(1_000_000.0)
+            );
+        }
         // Only sections the operating contract defines.
         let mut sections: Vec<&String> = value.keys().collect();
         sections.sort();

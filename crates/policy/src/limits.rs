@@ -13,11 +13,11 @@ pub struct ConnectionLimiter {
 
 impl ConnectionLimiter {
     pub fn new(rate_per_second: f64, burst: u32) -> ConnectionLimiter {
-        let burst = NonZeroU32::new(burst.max(1)).expect("burst is at least 1");
-        let period = Duration::from_secs_f64(1.0 / rate_per_second.max(0.001));
-        let quota = Quota::with_period(period)
-            .expect("period is positive")
-            .allow_burst(burst);
+        let quota = Rate {
+            per_second: rate_per_second,
+            burst,
+        }
+        .quota();
         ConnectionLimiter {
             inner: RateLimiter::direct(quota),
         }
@@ -26,6 +26,60 @@ impl ConnectionLimiter {
     /// Takes one token; false when the connection is over its rate.
     pub fn allow(&self) -> bool {
         self.inner.check().is_ok()
+    }
+}
+
+/// A rate: `per_second` on average, bursts of up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Rate {
+    fn quota(self) -> Quota {
+        let burst = NonZeroU32::new(self.burst.max(1)).expect("burst is at least 1");
+        let period = Duration::from_secs_f64(1.0 / self.per_second.max(0.001));
+        Quota::with_period(period)
+            .expect("period is positive")
+            .allow_burst(burst)
+    }
+}
+
+/// One token bucket per key (a sender, a domain), all with the same rate. Buckets that have
+/// refilled are forgotten now and then, so the map stays as large as the set of active keys.
+pub struct KeyedLimiter {
+    inner: governor::DefaultKeyedRateLimiter<String>,
+    checks: std::sync::atomic::AtomicU64,
+}
+
+impl KeyedLimiter {
+    pub fn new(rate: Rate) -> KeyedLimiter {
+        KeyedLimiter {
+            inner: RateLimiter::keyed(rate.quota()),
+            checks: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Takes one token from `key`'s bucket; false when the key is over its rate.
+    pub fn allow(&self, key: &str) -> bool {
+        let n = self
+            .checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n % 4096 == 4095 && self.inner.len() > 10_000 {
+            self.inner.retain_recent();
+            self.inner.shrink_to_fit();
+        }
+        self.inner.check_key(&key.to_string()).is_ok()
+    }
+
+    /// How many buckets are held.
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
     }
 }
 
@@ -123,6 +177,17 @@ mod tests {
         let l = ConnectionLimiter::new(1.0, 5);
         let allowed = (0..20).filter(|_| l.allow()).count();
         assert!((5..=6).contains(&allowed), "allowed {allowed}");
+    }
+
+    #[test]
+    fn keyed_buckets_are_independent() {
+        let l = KeyedLimiter::new(Rate {
+            per_second: 0.5,
+            burst: 3,
+        });
+        assert_eq!((0..10).filter(|_| l.allow("a")).count(), 3);
+        assert_eq!((0..10).filter(|_| l.allow("b")).count(), 3);
+        assert_eq!(l.len(), 2);
     }
 
     #[test]

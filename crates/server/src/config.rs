@@ -24,6 +24,9 @@ pub struct Config {
     pub limits: Limits,
     #[serde(rename = "partner", skip_serializing_if = "Vec::is_empty")]
     pub partners: Vec<Partner>,
+    /// The file this configuration was read from, if any (policy reloads read it again).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -184,6 +187,15 @@ pub struct Limits {
     pub login_free_attempts: u32,
     pub login_max_attempts: u32,
     pub login_window_secs: u64,
+    /// Messages per second from one sender, hub user or federated (bursts of `sender_burst`).
+    pub sender_rate: f64,
+    pub sender_burst: u32,
+    /// Presence, subscription and typing events per second from one sender.
+    pub signal_rate: f64,
+    pub signal_burst: u32,
+    /// Events per second from one partner domain, unless its `[[partner]]` table sets `rate`.
+    pub partner_rate: f64,
+    pub partner_burst: u32,
 }
 
 impl Default for Limits {
@@ -196,6 +208,12 @@ impl Default for Limits {
             login_free_attempts: 3,
             login_max_attempts: 10,
             login_window_secs: 300,
+            sender_rate: 10.0,
+            sender_burst: 40,
+            signal_rate: 5.0,
+            signal_burst: 50,
+            partner_rate: 500.0,
+            partner_burst: 1000,
         }
     }
 }
@@ -209,10 +227,54 @@ pub struct Partner {
     pub address: Option<String>,
     #[serde(default = "default_auth")]
     pub auth: PartnerAuth,
+    /// Traffic that passes to and from this partner: `messages`, `typing`, `presence`,
+    /// `subscriptions`.
+    #[serde(default = "all_traffic")]
+    pub allow: Vec<String>,
+    /// Whether the partner's users may message hub users who have no subscription with them
+    /// either way.
+    #[serde(default = "yes")]
+    pub strangers: bool,
+    /// Message size limit for this partner, both ways (the smaller of this and `[limits]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
+    /// Events per second this partner's domain may send (bursts of `burst`); default
+    /// `[limits] partner_rate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
 }
 
 fn default_auth() -> PartnerAuth {
     PartnerAuth::Certificate
+}
+
+fn all_traffic() -> Vec<String> {
+    entente_policy::Traffic::NAMES
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Partner {
+    /// The policy this table sets.
+    pub fn policy(&self, limits: &Limits) -> entente_policy::PartnerPolicy {
+        entente_policy::PartnerPolicy {
+            traffic: entente_policy::Traffic::from_names(&self.allow)
+                .unwrap_or(entente_policy::Traffic::ALL),
+            strangers: self.strangers,
+            max_body_bytes: self.max_body_bytes,
+            rate: self.rate.map(|r| entente_policy::Rate {
+                per_second: r,
+                burst: self.burst.unwrap_or(limits.partner_burst),
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -253,13 +315,15 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(&text).map_err(|e| match e {
+        let mut config = Config::parse(&text).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse {
                 path: path.to_owned(),
                 message,
             },
             other => other,
-        })
+        })?;
+        config.source = Some(path.to_owned());
+        Ok(config)
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -289,10 +353,22 @@ impl Config {
             ));
         }
         let l = &self.limits;
+        let rates = [
+            l.connection_rate,
+            l.sender_rate,
+            l.signal_rate,
+            l.partner_rate,
+        ];
+        let bursts = [
+            l.connection_burst,
+            l.sender_burst,
+            l.signal_burst,
+            l.partner_burst,
+        ];
         if l.max_body_bytes == 0
             || l.max_frame_bytes < 256
-            || l.connection_rate <= 0.0
-            || l.connection_burst == 0
+            || rates.iter().any(|r| !(*r > 0.0 && r.is_finite()))
+            || bursts.contains(&0)
         {
             return Err(ConfigError::Invalid(
                 "[limits] sizes and rates must be positive (max_frame_bytes at least 256)".into(),
@@ -329,6 +405,18 @@ impl Config {
                 return Err(ConfigError::Invalid(format!(
                     "[[partner]] {}: auth {:?} does not apply to {:?}",
                     p.domain, p.auth, p.protocol
+                )));
+            }
+            entente_policy::Traffic::from_names(&p.allow).map_err(|e| {
+                ConfigError::Invalid(format!("[[partner]] {}: allow: {e}", p.domain))
+            })?;
+            if p.max_body_bytes == Some(0)
+                || p.rate.is_some_and(|r| !(r > 0.0 && r.is_finite()))
+                || p.burst == Some(0)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "[[partner]] {}: max_body_bytes, rate and burst must be positive",
+                    p.domain
                 )));
             }
         }
@@ -398,6 +486,15 @@ mod tests {
         .is_err());
         assert!(Config::parse("[hub]\ndomain = \"a.example\"\n[[partner]]\ndomain = \"A.example\"\nprotocol = \"xmpp\"\n").is_err());
         assert!(Config::parse("[listen]\nhttp = \"not an address\"\n").is_err());
+        assert!(Config::parse(
+            "[[partner]]\ndomain = \"a.example\"\nprotocol = \"xmpp\"\nallow = [\"faxes\"]\n"
+        )
+        .is_err());
+        assert!(Config::parse(
+            "[[partner]]\ndomain = \"a.example\"\nprotocol = \"xmpp\"\nrate = -1.0\n"
+        )
+        .is_err());
+        assert!(Config::parse("[limits]\nsender_rate = 0.0\n").is_err());
     }
 
     #[test]

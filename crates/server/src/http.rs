@@ -205,12 +205,14 @@ async fn admin_reload(State(state): State<AppState>, headers: HeaderMap) -> Resp
     if let Err(r) = admin_allowed(&state, &headers) {
         return r;
     }
-    match crate::content_rules(&state.config) {
-        Ok(inspector) => {
-            state.router.set_rules(inspector);
-            tracing::info!("content rules reloaded");
-            Json(json!({"reloaded": true})).into_response()
-        }
+    match crate::reload(&state) {
+        Ok(report) => Json(json!({
+            "reloaded": true,
+            "file": report.file,
+            "partners": report.partners,
+            "restart_needed": report.restart_needed,
+        }))
+        .into_response(),
         Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
     }
 }
@@ -220,8 +222,8 @@ async fn admin_partners(State(state): State<AppState>, headers: HeaderMap) -> Re
         return r;
     }
     let links = state.router.links();
-    let partners: Vec<_> = state
-        .config
+    let current = state.current();
+    let partners: Vec<_> = current
         .partners
         .iter()
         .map(|p| {
@@ -234,6 +236,10 @@ async fn admin_partners(State(state): State<AppState>, headers: HeaderMap) -> Re
                 "protocol": p.protocol,
                 "auth": p.auth,
                 "address": p.address,
+                "allow": p.allow,
+                "strangers": p.strangers,
+                "max_body_bytes": p.max_body_bytes,
+                "rate": p.rate,
                 "connected": connected,
                 "links": mine,
                 "last_error": last_error,
@@ -244,8 +250,7 @@ async fn admin_partners(State(state): State<AppState>, headers: HeaderMap) -> Re
     let others: Vec<_> = links
         .iter()
         .filter(|l| {
-            !state
-                .config
+            !current
                 .partners
                 .iter()
                 .any(|p| p.domain.eq_ignore_ascii_case(&l.domain))

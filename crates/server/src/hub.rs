@@ -54,6 +54,13 @@ enum ClientFrame {
         state: String,
     },
     Roster,
+    Block {
+        address: String,
+    },
+    Unblock {
+        address: String,
+    },
+    Blocklist,
 }
 
 const FRAME_TYPES: &[&str] = &[
@@ -66,6 +73,9 @@ const FRAME_TYPES: &[&str] = &[
     "unsubscribe",
     "typing",
     "roster",
+    "block",
+    "unblock",
+    "blocklist",
 ];
 
 /// A frame the client sent that could not be understood: the error to answer with.
@@ -314,6 +324,11 @@ async fn sign_in(state: &AppState, conn: &mut Conn, peer: SocketAddr) -> Option<
     }
 }
 
+/// Extension: the user's block list.
+fn blocklist_frame(router: &Router, user: &Address) -> Value {
+    json!({"type": "blocklist", "items": router.blocklist(user)})
+}
+
 async fn roster_frame(router: &Router, user: &Address) -> Option<Value> {
     let items = router.store().roster(user).await.ok()?;
     let items: Vec<Value> = items
@@ -427,6 +442,7 @@ async fn serve(state: &AppState, conn: &mut Conn, mut session: SessionHandle) {
                             Some(v) => conn.send(&v).await,
                             None => true,
                         },
+                        Delivery::BlocklistChanged => conn.send(&blocklist_frame(router, &user)).await,
                     };
                     if !ok || written.len() >= 256 { break; }
                     next = session.rx.try_recv().ok();
@@ -553,6 +569,21 @@ async fn handle(
                 Ok(None)
             }
             ClientFrame::Roster => Ok(roster_frame(router, me).await),
+            // Every session of the user gets the new list (BlocklistChanged); blocking twice
+            // or unblocking someone not blocked still answers with the list.
+            ClientFrame::Block { address } => {
+                if !router.block(me, &target(&address)?).await? {
+                    return Ok(Some(blocklist_frame(router, me)));
+                }
+                Ok(None)
+            }
+            ClientFrame::Unblock { address } => {
+                if !router.unblock(me, &target(&address)?).await? {
+                    return Ok(Some(blocklist_frame(router, me)));
+                }
+                Ok(None)
+            }
+            ClientFrame::Blocklist => Ok(Some(blocklist_frame(router, me))),
         }
     }
     .await;

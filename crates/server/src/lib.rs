@@ -23,13 +23,25 @@ use tokio_util::sync::CancellationToken;
 /// What every listener and session shares.
 #[derive(Clone)]
 pub struct AppState {
+    /// The configuration the server started with (listeners, partners' links).
     pub config: Arc<Config>,
+    /// The configuration in force, replaced by policy reloads.
+    pub current: Arc<std::sync::RwLock<Arc<Config>>>,
     pub router: Arc<Router>,
     pub logins: Arc<LoginThrottle>,
     pub metrics: PrometheusHandle,
     pub shutdown: CancellationToken,
     /// TLS for partner links (XMPP s2s, SIP over TLS).
     pub tls: Arc<tls::TlsContext>,
+}
+
+impl AppState {
+    pub fn current(&self) -> Arc<Config> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// What listener tasks return.
@@ -52,18 +64,78 @@ pub async fn open_store(config: &Config) -> anyhow_lite::Result<Arc<dyn Store>> 
 }
 
 pub fn policy(config: &Config) -> Policy {
-    Policy::new(PolicyConfig {
+    Policy::new(policy_config(config))
+}
+
+/// The policy a configuration sets: federation mode, partner policies, sizes and rates.
+pub fn policy_config(config: &Config) -> PolicyConfig {
+    let l = &config.limits;
+    let rate = |per_second, burst| entente_policy::Rate { per_second, burst };
+    PolicyConfig {
         mode: match config.federation.mode {
             config::FederationMode::Allowlist => FederationMode::Allowlist,
             config::FederationMode::Open => FederationMode::Open,
         },
-        partner_domains: config
+        partners: config
             .partners
             .iter()
-            .map(|p| p.domain.to_lowercase())
+            .map(|p| (p.domain.to_lowercase(), p.policy(l)))
             .collect(),
-        max_body_bytes: config.limits.max_body_bytes,
-    })
+        max_body_bytes: l.max_body_bytes,
+        rates: entente_policy::Rates {
+            sender: rate(l.sender_rate, l.sender_burst),
+            signals: rate(l.signal_rate, l.signal_burst),
+            partner: rate(l.partner_rate, l.partner_burst),
+        },
+    }
+}
+
+/// What a policy reload changed.
+#[derive(Debug, serde::Serialize)]
+pub struct Reloaded {
+    /// The file read, if the server was started with one.
+    pub file: Option<String>,
+    /// Partners listed now, with the policy in force.
+    pub partners: usize,
+    /// Partners whose connection settings (protocol, address, auth) changed or that are new:
+    /// their policy applies now, their links change at the next restart.
+    pub restart_needed: Vec<String>,
+}
+
+/// Reads the configuration file again and applies what can change while serving: partner
+/// policies (traffic, strangers, sizes, rates; removed partners stop federating), limits on
+/// senders and partner domains, content rules and audit settings.
+pub fn reload(state: &AppState) -> anyhow_lite::Result<Reloaded> {
+    let running = state.current();
+    let next = match &running.source {
+        Some(path) => Config::load(Some(path)).map_err(|e| anyhow_lite::msg(e.to_string()))?,
+        None => (*running).clone(),
+    };
+    let inspector = content_rules(&next)?;
+    let restart_needed = next
+        .partners
+        .iter()
+        .filter(|p| {
+            !state.config.partners.iter().any(|q| {
+                q.domain.eq_ignore_ascii_case(&p.domain)
+                    && q.protocol == p.protocol
+                    && q.address == p.address
+                    && q.auth == p.auth
+            })
+        })
+        .map(|p| p.domain.clone())
+        .collect();
+    state.router.policy().reload(policy_config(&next));
+    state.router.set_rules(inspector);
+    state.router.set_audit_bodies(next.protection.audit_bodies);
+    let report = Reloaded {
+        file: next.source.as_ref().map(|p| p.display().to_string()),
+        partners: next.partners.len(),
+        restart_needed,
+    };
+    *state.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+    tracing::info!(?report, "policy reloaded");
+    Ok(report)
 }
 
 /// The content rules in force: the configured file, or the defaults.
@@ -103,6 +175,10 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow_lite::
         store,
         policy(&config),
     ));
+    router
+        .load_blocks()
+        .await
+        .map_err(|e| anyhow_lite::msg(format!("cannot read block lists: {e}")))?;
     router.set_protection(content_rules(&config)?, outbreak_settings(&config));
     router.set_audit_bodies(config.protection.audit_bodies);
     {
@@ -140,6 +216,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow_lite::
         Duration::from_secs(l.login_window_secs),
     ));
     let state = AppState {
+        current: Arc::new(std::sync::RwLock::new(config.clone())),
         config: config.clone(),
         router,
         logins,
@@ -149,6 +226,24 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow_lite::
     };
     let listeners = config.listeners();
     let mut tasks = Tasks::new();
+    #[cfg(unix)]
+    {
+        // SIGHUP reloads the policy, as the admin API's policy/reload does.
+        let state = state.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| anyhow_lite::msg(format!("cannot watch SIGHUP: {e}")))?;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    got = hup.recv() => if got.is_none() { return },
+                    _ = state.shutdown.cancelled() => return,
+                }
+                if let Err(e) = reload(&state) {
+                    tracing::error!(error = %e, "policy reload failed; the previous policy stays");
+                }
+            }
+        });
+    }
 
     if let Some(addr) = listeners.http {
         let listener = tokio::net::TcpListener::bind(addr)

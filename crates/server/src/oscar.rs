@@ -592,7 +592,7 @@ async fn run_session(
                 Some(Delivery::Event(e)) => {
                     conn.session.handle_event(e, Instant::now());
                 }
-                Some(Delivery::RosterChanged) => {}
+                Some(Delivery::RosterChanged | Delivery::BlocklistChanged) => {}
                 None => break,
             },
             _ = sleep_until(deadline) => conn.session.handle_timeout(Instant::now()),

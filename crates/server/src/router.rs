@@ -12,7 +12,7 @@ use entente_policy::{
     Boundary, Fingerprint, Inspector, Origin, Outbreak, OutbreakSettings, Policy, Refusal, Verdict,
 };
 use entente_store::{QueuedMessage, RosterItem, Store, StoreError};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::mpsc;
@@ -63,6 +63,8 @@ pub enum Delivery {
     Event(Event),
     /// The user's roster changed; the session may send it again.
     RosterChanged,
+    /// The user's block list changed.
+    BlocklistChanged,
 }
 
 /// A hub session's presence as the user set it; `None` is invisible.
@@ -144,6 +146,8 @@ pub struct Router {
     /// Where domains nobody owns go, in open federation (XMPP, which can find any server).
     default_edge: RwLock<Option<Arc<dyn Edge>>>,
     state: Mutex<State>,
+    /// Hub users' block lists (owner → blocked addresses), mirrored from the store.
+    blocks: RwLock<HashMap<Address, HashSet<Address>>>,
 }
 
 fn internal(e: StoreError) -> Refusal {
@@ -182,7 +186,171 @@ impl Router {
             edges: RwLock::new(HashMap::new()),
             default_edge: RwLock::new(None),
             state: Mutex::new(State::default()),
+            blocks: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Reads every block list from the store (at start-up).
+    pub async fn load_blocks(&self) -> Result<(), StoreError> {
+        let mut map: HashMap<Address, HashSet<Address>> = HashMap::new();
+        for (owner, blocked) in self.store.all_blocks().await? {
+            map.entry(owner).or_default().insert(blocked);
+        }
+        *self.blocks.write().unwrap_or_else(|e| e.into_inner()) = map;
+        Ok(())
+    }
+
+    /// Whether hub user `owner` blocks `other`.
+    pub fn blocks(&self, owner: &Address, other: &Address) -> bool {
+        self.blocks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(owner)
+            .is_some_and(|set| set.contains(other))
+    }
+
+    /// A hub user's block list, sorted.
+    pub fn blocklist(&self, owner: &Address) -> Vec<Address> {
+        let mut list: Vec<Address> = self
+            .blocks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(owner)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default();
+        list.sort_by_key(|a| a.to_string());
+        list
+    }
+
+    /// Blocks `contact` for hub user `owner` (XEP-0191 semantics): nothing from the contact
+    /// reaches the user, the user's presence is no longer sent to it, and a contact that could
+    /// see the user is told the user went offline. Returns false when it was blocked already.
+    pub async fn block(&self, owner: &Address, contact: &Address) -> Result<bool, Refusal> {
+        if owner == contact {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "you cannot block yourself",
+            ));
+        }
+        if !self.store.block(owner, contact).await.map_err(internal)? {
+            return Ok(false);
+        }
+        self.blocks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(owner.clone())
+            .or_default()
+            .insert(contact.clone());
+        let sees_us = self
+            .store
+            .roster_item(owner, contact)
+            .await
+            .map_err(internal)?
+            .is_some_and(|i| i.subscription.has_from());
+        if sees_us {
+            self.send_presence_unchecked(
+                owner,
+                contact,
+                PresenceKind::Unavailable { status: None },
+            )
+            .await;
+        }
+        self.push(owner, Delivery::BlocklistChanged);
+        tracing::info!(user = %owner, blocked = %contact, "contact blocked");
+        Ok(true)
+    }
+
+    /// Lifts a block; a contact allowed to see the user gets the user's presence again.
+    pub async fn unblock(&self, owner: &Address, contact: &Address) -> Result<bool, Refusal> {
+        if !self.store.unblock(owner, contact).await.map_err(internal)? {
+            return Ok(false);
+        }
+        {
+            let mut blocks = self.blocks.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(set) = blocks.get_mut(owner) {
+                set.remove(contact);
+                if set.is_empty() {
+                    blocks.remove(owner);
+                }
+            }
+        }
+        let sees_us = self
+            .store
+            .roster_item(owner, contact)
+            .await
+            .map_err(internal)?
+            .is_some_and(|i| i.subscription.has_from());
+        if sees_us {
+            self.send_presence(owner, contact, self.presence_of(owner))
+                .await;
+        }
+        self.push(owner, Delivery::BlocklistChanged);
+        tracing::info!(user = %owner, unblocked = %contact, "contact unblocked");
+        Ok(true)
+    }
+
+    /// A partner whose policy refuses strangers reaches only hub users who have a subscription
+    /// with the sender, either way (or a request pending from them).
+    async fn check_stranger(&self, event: &Event, domain: &str) -> Result<(), Refusal> {
+        let (Event::Message(_) | Event::Typing(_)) = event else {
+            return Ok(());
+        };
+        let Some(to) = event.to() else {
+            return Ok(());
+        };
+        if !self.is_local(to) || self.policy.partner(domain).strangers {
+            return Ok(());
+        }
+        let known = self
+            .store
+            .roster_item(to, event.from())
+            .await
+            .map_err(internal)?
+            .is_some_and(|i| i.subscription != entente_store::SubState::None || i.pending_out);
+        if known {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                ErrorCode::PolicyViolation,
+                format!("partner policy: {to} accepts messages from {domain} only from contacts"),
+            ))
+        }
+    }
+
+    /// Block lists applied to an event between two parties: `Err` refuses it with the error
+    /// the sender sees, `Ok(false)` drops it silently (presence and notices), `Ok(true)` lets
+    /// it through.
+    fn check_blocks(&self, event: &Event) -> Result<bool, Refusal> {
+        let Some(to) = event.to() else {
+            return Ok(true);
+        };
+        let from = event.from();
+        if self.is_local(to) && self.blocks(to, from) {
+            // The recipient blocks the sender: messages bounce as if the user were not there
+            // (XEP-0191 §3.4: service-unavailable), everything else is dropped.
+            return match event {
+                Event::Message(_) => Err(Refusal::new(
+                    ErrorCode::RecipientUnavailable,
+                    format!("{to} is not available"),
+                )),
+                _ => Ok(false),
+            };
+        }
+        if self.is_local(from) && self.blocks(from, to) {
+            return match event {
+                Event::Message(_)
+                | Event::Subscription(Subscription {
+                    kind: SubscriptionKind::Subscribe | SubscriptionKind::Subscribed,
+                    ..
+                }) => Err(Refusal::new(
+                    ErrorCode::PolicyViolation,
+                    format!("blocking: you have blocked {to}; unblock them first"),
+                )),
+                Event::Subscription(_) | Event::Failure(_) => Ok(true),
+                _ => Ok(false),
+            };
+        }
+        Ok(true)
     }
 
     pub fn hub_domain(&self) -> &str {
@@ -533,7 +701,7 @@ impl Router {
     /// Archives a federated message, and any message a rule refused, with the decision.
     async fn audit_message(&self, m: &Message, result: &Result<(), Refusal>) {
         let federated = !self.is_local(&m.from) || !self.is_local(&m.to);
-        let refused_by_rule = matches!(result, Err(r) if r.code == ErrorCode::PolicyViolation);
+        let refused_by_rule = matches!(result, Err(r) if matches!(r.code, ErrorCode::PolicyViolation | ErrorCode::RateLimited));
         if !federated && !refused_by_rule {
             return;
         }
@@ -570,6 +738,13 @@ impl Router {
             *to = self.normalize(to.clone())?;
         }
         self.policy.check(&event, origin)?;
+        self.policy.check_rate(&event, origin)?;
+        if !self.check_blocks(&event)? {
+            return Ok(());
+        }
+        if let Origin::Partner { domain } = origin {
+            self.check_stranger(&event, domain).await?;
+        }
         if let Event::Message(m) = &event {
             self.protect(m)?;
         }
@@ -649,6 +824,7 @@ impl Router {
             .to()
             .map(|a| a.domain().to_string())
             .unwrap_or_default();
+        self.policy.check_outbound(&event, &domain)?;
         match self.edge(&domain) {
             Some(edge) => edge.deliver(event).await,
             None => Err(Refusal::new(
@@ -713,6 +889,10 @@ impl Router {
         let Some(user) = p.to.clone() else {
             return Ok(());
         };
+        if self.blocks(&user, &p.from) {
+            // Neither a probe answer nor the contact's presence crosses a block.
+            return Ok(());
+        }
         let item = self
             .store
             .roster_item(&user, &p.from)
@@ -763,6 +943,13 @@ impl Router {
     }
 
     async fn send_presence(&self, from: &Address, to: &Address, kind: PresenceKind) {
+        if self.blocks(from, to) {
+            return;
+        }
+        self.send_presence_unchecked(from, to, kind).await;
+    }
+
+    async fn send_presence_unchecked(&self, from: &Address, to: &Address, kind: PresenceKind) {
         let p = Presence {
             from: from.clone(),
             to: Some(to.clone()),
@@ -782,10 +969,9 @@ impl Router {
         let Ok(roster) = self.store.roster(user).await else {
             return;
         };
-        for item in roster
-            .into_iter()
-            .filter(|i| i.subscription.has_to() && !self.is_local(&i.contact))
-        {
+        for item in roster.into_iter().filter(|i| {
+            i.subscription.has_to() && !self.is_local(&i.contact) && !self.blocks(user, &i.contact)
+        }) {
             let probe = Presence {
                 from: user.clone(),
                 to: Some(item.contact),
@@ -1040,8 +1226,14 @@ mod tests {
         store.create_account("alice", "password1").await.unwrap();
         let policy = Policy::new(PolicyConfig {
             mode: FederationMode::Allowlist,
-            partner_domains: ["corp.example".to_string()].into_iter().collect(),
+            partners: [(
+                "corp.example".to_string(),
+                entente_policy::PartnerPolicy::default(),
+            )]
+            .into_iter()
+            .collect(),
             max_body_bytes: 1000,
+            rates: entente_policy::Rates::default(),
         });
         let router = Arc::new(Router::new("hub.example".into(), Arc::new(store), policy));
         let edge = Arc::new(RecordingEdge {

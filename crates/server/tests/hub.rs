@@ -469,7 +469,7 @@ async fn health_metrics_and_web_client() {
 
 #[tokio::test]
 async fn a_recipient_that_falls_behind_gets_every_message_once_in_order() {
-    let s = Server::start("[limits]\nconnection_rate = 100000.0\nconnection_burst = 100000\n");
+    let s = Server::start("[limits]\nconnection_rate = 100000.0\nconnection_burst = 100000\nsender_rate = 100000.0\nsender_burst = 100000\n");
     let mut sender = s.login("sam").await;
     let mut slow = s.login("slowpoke").await;
     slow.expect_type("roster").await;
@@ -503,4 +503,98 @@ async fn a_recipient_that_falls_behind_gets_every_message_once_in_order() {
         catchups.is_some_and(|c| c >= 1.0),
         "the session never fell behind:\n{metrics}"
     );
+}
+
+/// Blocking (extension frames `block`/`unblock`/`blocklist`): nothing from a blocked contact
+/// reaches the user, the contact stops seeing the user's presence, the user cannot write to
+/// the contact, and the list survives a restart until lifted.
+#[tokio::test]
+async fn a_blocked_contact_neither_reaches_nor_sees_the_user() {
+    let mut s = Server::start("");
+    let mut alice = s.login("alice").await;
+    let mut bob = s.login("bob").await;
+    alice
+        .befriend("alice@hub.test", &mut bob, "bob@hub.test")
+        .await;
+    alice
+        .send(json!({"type": "block", "address": "Bob@hub.test"}))
+        .await;
+    let list = alice.expect_type("blocklist").await;
+    assert_eq!(list["items"], json!(["bob@hub.test"]), "{list}");
+    bob.expect("alice offline", |v| {
+        v["type"] == "presence" && v["from"] == "alice@hub.test" && v["show"] == "offline"
+    })
+    .await;
+    let e = bob.message("b1", "alice@hub.test", "hello?").await;
+    assert_eq!(e["code"], "recipient_unavailable", "{e}");
+    let e = alice.message("a1", "bob@hub.test", "hi").await;
+    assert_eq!(e["code"], "policy_violation", "{e}");
+    assert!(e["text"].as_str().unwrap().contains("blocked"), "{e}");
+    bob.send(json!({"type": "typing", "to": "alice@hub.test", "state": "composing"}))
+        .await;
+    alice
+        .send(json!({"type": "presence", "show": "away", "status": "lunch"}))
+        .await;
+    // Blocking twice answers with the list unchanged.
+    alice
+        .send(json!({"type": "block", "address": "bob@hub.test"}))
+        .await;
+    assert_eq!(
+        alice.expect_type("blocklist").await["items"],
+        json!(["bob@hub.test"])
+    );
+    assert!(
+        alice
+            .try_recv(Duration::from_millis(300))
+            .await
+            .is_none_or(|v| v["type"] != "typing" && v["type"] != "message"),
+        "a blocked contact's typing reached the user"
+    );
+    assert!(
+        bob.try_recv(Duration::from_millis(300))
+            .await
+            .is_none_or(|v| v["type"] != "presence"),
+        "the blocked contact saw a presence change"
+    );
+    // Blocking oneself and bad addresses are errors.
+    alice
+        .send(json!({"type": "block", "id": "x1", "address": "alice@hub.test"}))
+        .await;
+    let e = alice.expect_type("error").await;
+    assert_eq!(
+        (e["id"].as_str(), e["code"].as_str()),
+        (Some("x1"), Some("bad_request"))
+    );
+
+    // The list is kept across a restart.
+    drop((alice, bob));
+    s.stop();
+    s.restart();
+    let mut alice = s.login("alice").await;
+    let mut bob = s.login("bob").await;
+    alice.send(json!({"type": "blocklist"})).await;
+    assert_eq!(
+        alice.expect_type("blocklist").await["items"],
+        json!(["bob@hub.test"])
+    );
+    let e = bob.message("b2", "alice@hub.test", "still?").await;
+    assert_eq!(e["code"], "recipient_unavailable", "{e}");
+
+    alice
+        .send(json!({"type": "unblock", "address": "bob@hub.test"}))
+        .await;
+    assert_eq!(alice.expect_type("blocklist").await["items"], json!([]));
+    bob.expect("alice back", |v| {
+        v["type"] == "presence" && v["from"] == "alice@hub.test" && v["show"] == "available"
+    })
+    .await;
+    assert_eq!(
+        bob.message("b3", "alice@hub.test", "friends again").await["type"],
+        "ack"
+    );
+    alice
+        .expect("message", |v| {
+            v["type"] == "message" && v["body"] == "friends again"
+        })
+        .await;
 }

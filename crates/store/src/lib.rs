@@ -174,6 +174,13 @@ pub trait Store: Send + Sync + 'static {
     /// The owners who may see `contact`'s presence (their item has `to` or `both`).
     async fn watchers(&self, contact: &Address) -> Result<Vec<Address>>;
 
+    /// Adds `blocked` to `owner`'s block list; false when it was there already.
+    async fn block(&self, owner: &Address, blocked: &Address) -> Result<bool>;
+    /// Removes `blocked` from `owner`'s block list; false when it was not there.
+    async fn unblock(&self, owner: &Address, blocked: &Address) -> Result<bool>;
+    /// Every block list entry, as (owner, blocked) pairs.
+    async fn all_blocks(&self) -> Result<Vec<(Address, Address)>>;
+
     /// Commits a message to the recipient's queue and returns it with its sequence number.
     async fn enqueue(&self, msg: QueuedMessage) -> Result<QueuedMessage>;
     /// Queued messages for `to` with `seq > after`, oldest first.

@@ -158,6 +158,10 @@ impl Store for SqliteStore {
             .bind(&address)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM blocks WHERE owner = ?")
+            .bind(&address)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -300,6 +304,33 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await?;
         Ok(())
+    }
+
+    async fn block(&self, owner: &Address, blocked: &Address) -> Result<bool> {
+        let res = sqlx::query("INSERT OR IGNORE INTO blocks (owner, blocked) VALUES (?, ?)")
+            .bind(owner.to_string())
+            .bind(blocked.to_string())
+            .execute(&self.writer)
+            .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    async fn unblock(&self, owner: &Address, blocked: &Address) -> Result<bool> {
+        let res = sqlx::query("DELETE FROM blocks WHERE owner = ? AND blocked = ?")
+            .bind(owner.to_string())
+            .bind(blocked.to_string())
+            .execute(&self.writer)
+            .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    async fn all_blocks(&self) -> Result<Vec<(Address, Address)>> {
+        let rows = sqlx::query("SELECT owner, blocked FROM blocks ORDER BY owner, blocked")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((addr(r.try_get("owner")?)?, addr(r.try_get("blocked")?)?)))
+            .collect()
     }
 
     async fn watchers(&self, contact: &Address) -> Result<Vec<Address>> {
@@ -487,6 +518,27 @@ mod tests {
         );
         s.remove_roster_item(&owner, &item.contact).await.unwrap();
         assert!(s.roster(&owner).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn block_lists_add_remove_and_go_with_the_account() {
+        let (_d, s) = store().await;
+        s.create_account("alice", "secret1").await.unwrap();
+        let owner = a("alice@hub.example");
+        assert!(s.block(&owner, &a("spam@corp.example")).await.unwrap());
+        assert!(!s.block(&owner, &a("spam@corp.example")).await.unwrap());
+        assert!(s.block(&owner, &a("bob@hub.example")).await.unwrap());
+        assert_eq!(
+            s.all_blocks().await.unwrap(),
+            vec![
+                (owner.clone(), a("bob@hub.example")),
+                (owner.clone(), a("spam@corp.example"))
+            ]
+        );
+        assert!(s.unblock(&owner, &a("bob@hub.example")).await.unwrap());
+        assert!(!s.unblock(&owner, &a("bob@hub.example")).await.unwrap());
+        s.remove_account("alice", "hub.example").await.unwrap();
+        assert!(s.all_blocks().await.unwrap().is_empty());
     }
 
     #[tokio::test]
