@@ -40,6 +40,11 @@ fn roots(pki: &Pki) -> Arc<rustls::RootCertStore> {
 
 /// A hub whose own certificate comes from the test CA, which it also trusts for partners.
 fn hub(pki: &Pki, partner_address: Option<SocketAddr>) -> Server {
+    hub_with(pki, partner_address, "")
+}
+
+/// [`hub`] with more configuration (`[dns]`).
+fn hub_with(pki: &Pki, partner_address: Option<SocketAddr>, more: &str) -> Server {
     let (cert, key) = pki.leaf(HUB);
     let mut extra = format!(
         "[tls]\ncert = \"{}\"\nkey = \"{}\"\ntrust = [\"{}\"]\n",
@@ -47,6 +52,7 @@ fn hub(pki: &Pki, partner_address: Option<SocketAddr>) -> Server {
         key.display(),
         pki.ca().display()
     );
+    extra.push_str(more);
     extra.push_str(&partner_toml(SECURE, partner_address, "certificate"));
     Server::start_listening(&extra, "sip = \"127.0.0.1:0\"\nsips = \"127.0.0.1:0\"\n")
 }
@@ -237,6 +243,57 @@ async fn messages_to_a_certificate_partner_go_over_verified_tls() {
         .try_recv(Duration::from_millis(300))
         .await
         .is_none_or(|v| v["type"] != "error"));
+}
+
+#[tokio::test]
+async fn a_certificate_partner_without_an_address_is_found_by_its_sips_srv_records() {
+    use common::dns::{Record, TestDns};
+    let pki = Pki::new();
+    let (addr, partner) = partner_server(&pki, SECURE).await;
+    let dead = sip::free_port();
+    // The first target refuses the connection; the second is the partner's TLS server, whose
+    // certificate names the partner's domain (RFC 5922), not the SRV target's host.
+    let loopback = std::net::Ipv4Addr::new(127, 0, 0, 1);
+    let dns = TestDns::start(vec![
+        Record::srv("_sips._tcp.secure.test", 0, 5, dead, "down.secure.test"),
+        Record::srv(
+            "_sips._tcp.secure.test",
+            5,
+            5,
+            addr.port(),
+            "sip.secure.test",
+        ),
+        Record::a("down.secure.test", loopback),
+        Record::a("sip.secure.test", loopback),
+    ]);
+    let server = hub_with(&pki, None, &dns.toml());
+    let mut alice = server.login("alice").await;
+    let ack = alice
+        .message("t3", "dave@secure.test", "found by SRV over TLS")
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let req = tokio::time::timeout(common::PATIENCE, partner)
+        .await
+        .expect("the partner got a request in time")
+        .unwrap()
+        .expect("a request over TLS");
+    assert_eq!(req.body().as_ref(), b"found by SRV over TLS");
+    assert!(
+        req.header("Via").unwrap().starts_with("SIP/2.0/TLS"),
+        "{req}"
+    );
+    assert!(alice
+        .try_recv(Duration::from_millis(300))
+        .await
+        .is_none_or(|v| v["type"] != "error"));
+    // A certificate partner is reached over TLS only: plain SIP services are not asked for.
+    let queries = dns.queries();
+    assert!(
+        queries
+            .iter()
+            .all(|q| !q.starts_with("_sip._tcp") && !q.starts_with("_sip._udp")),
+        "{queries:?}"
+    );
 }
 
 #[tokio::test]

@@ -361,6 +361,15 @@ impl Endpoint {
         &self.config
     }
 
+    /// Sets the transport new requests to `domain` are built for (their Via, Contact and
+    /// whether they are retransmitted), e.g. once the driver has found by RFC 3263 what the
+    /// partner offers.
+    pub fn set_partner_transport(&mut self, domain: &str, transport: Transport) {
+        self.config
+            .partner_transports
+            .insert(domain.to_ascii_lowercase(), transport);
+    }
+
     // ----- driver interface -------------------------------------------------------------
 
     /// A UDP datagram arrived from `from`. Garbage is dropped (the error says why).

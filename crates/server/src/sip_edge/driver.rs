@@ -51,6 +51,15 @@ const WORKER_QUEUE: usize = 1024;
 const MAX_TRANSACTIONS: usize = 32_768;
 /// Hub users known to watch a SIP user (for presence a partner PUBLISHes), at most.
 const MAX_WATCHED: usize = 100_000;
+/// How long an RFC 3263 answer is used before the name is looked up again (the resolver
+/// keeps to the records' TTLs below this), and an empty answer.
+const RESOLVED_FOR: Duration = Duration::from_secs(60);
+const UNRESOLVED_FOR: Duration = Duration::from_secs(10);
+/// Most names kept resolved, and longest wait for one lookup.
+const MAX_RESOLVED: usize = 10_000;
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Requests waiting for one connection or one lookup, at most.
+const MAX_WAITING: usize = 256;
 
 /// What drivers share with their connection tasks and the edge.
 #[derive(Debug)]
@@ -69,6 +78,12 @@ pub(crate) enum Input {
     },
     ConnectFailed {
         key: (SocketAddr, Transport),
+        error: String,
+    },
+    /// The answer to an RFC 3263 lookup of `name`.
+    Resolved {
+        name: String,
+        targets: Vec<(SocketAddr, Transport)>,
     },
     /// The router's answer to an incoming MESSAGE.
     Submitted {
@@ -346,12 +361,21 @@ async fn connect(
     driver: mpsc::Sender<Input>,
 ) {
     let (addr, transport) = key;
+    let failed = |error: String| {
+        let driver = driver.clone();
+        async move {
+            let _ = driver.send(Input::ConnectFailed { key, error }).await;
+        }
+    };
     let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
-        _ => {
-            tracing::info!(%addr, "cannot connect to SIP partner");
-            let _ = driver.send(Input::ConnectFailed { key }).await;
-            return;
+        Ok(Err(e)) => {
+            tracing::info!(%addr, %domain, error = %e, "cannot connect to SIP partner");
+            return failed(format!("cannot connect to {addr}: {e}")).await;
+        }
+        Err(_) => {
+            tracing::info!(%addr, %domain, "cannot connect to SIP partner: timed out");
+            return failed(format!("cannot connect to {addr}: timed out")).await;
         }
     };
     let _ = tcp.set_nodelay(true);
@@ -372,18 +396,18 @@ async fn connect(
     let connector = tokio_rustls::TlsConnector::from(shared.tls.client.clone());
     let name = match rustls_pki_types::ServerName::try_from(domain.clone()) {
         Ok(n) => n,
-        Err(_) => {
-            let _ = driver.send(Input::ConnectFailed { key }).await;
-            return;
-        }
+        Err(_) => return failed(format!("{domain} is not a TLS server name")).await,
     };
     let stream =
         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, connector.connect(name, tcp)).await {
             Ok(Ok(s)) => s,
-            _ => {
-                tracing::info!(%addr, %domain, "TLS handshake with SIP partner failed");
-                let _ = driver.send(Input::ConnectFailed { key }).await;
-                return;
+            Ok(Err(e)) => {
+                tracing::info!(%addr, %domain, error = %e, "TLS handshake with SIP partner failed");
+                return failed(format!("TLS handshake with {addr} failed: {e}")).await;
+            }
+            Err(_) => {
+                tracing::info!(%addr, %domain, "TLS handshake with SIP partner timed out");
+                return failed(format!("TLS handshake with {addr} timed out")).await;
             }
         };
     let verified = stream
@@ -394,8 +418,10 @@ async fn connect(
         .unwrap_or_default();
     if !verified.contains(&domain) {
         tracing::warn!(%addr, %domain, "the partner's certificate is not valid for its domain; not sending");
-        let _ = driver.send(Input::ConnectFailed { key }).await;
-        return;
+        return failed(format!(
+            "the certificate of {addr} is not valid for {domain}"
+        ))
+        .await;
     }
     run_link(
         stream,
@@ -432,7 +458,14 @@ struct Driver {
     links: HashMap<u64, Link>,
     framers: HashMap<u64, StreamFramer>,
     outbound: HashMap<(SocketAddr, Transport), u64>,
-    connecting: HashMap<(SocketAddr, Transport), Vec<Transmit>>,
+    /// Requests waiting for a connection being opened, with the lookup they came from.
+    connecting: HashMap<LinkKey, Vec<(Transmit, Option<Route>)>>,
+    /// RFC 3263 answers by name (see [`Driver::target`]).
+    resolved: HashMap<String, Resolved>,
+    /// Requests waiting for a lookup, with the targets they have tried so far.
+    resolving: HashMap<String, Vec<(Transmit, usize)>>,
+    /// Requests to route again (a lookup answered, a connection failed), with their tries.
+    requeue: Vec<(Transmit, usize)>,
     /// Incoming MESSAGEs waiting for the router, by the id the endpoint gave them.
     inflight: HashMap<String, (Instant, Answer)>,
     sources: HashMap<IpAddr, ConnectionLimiter>,
@@ -478,6 +511,9 @@ impl Driver {
             framers: HashMap::new(),
             outbound: HashMap::new(),
             connecting: HashMap::new(),
+            resolved: HashMap::new(),
+            resolving: HashMap::new(),
+            requeue: Vec::new(),
             inflight: HashMap::new(),
             sources: HashMap::new(),
             workers,
@@ -557,7 +593,7 @@ impl Driver {
                 if self.links.len() >= MAX_CONNECTIONS {
                     tracing::warn!(peer = %link.peer, "too many SIP connections; closing a new one");
                     if let Some(key) = link.outbound {
-                        self.connect_failed(key);
+                        self.connect_failed(key, "too many SIP connections".into());
                     }
                     return; // dropping the link's sender ends its task
                 }
@@ -565,7 +601,7 @@ impl Driver {
                     .insert(id, StreamFramer::new(self.ep.config().limits));
                 if let Some(key) = link.outbound {
                     self.outbound.insert(key, id);
-                    for t in self.connecting.remove(&key).unwrap_or_default() {
+                    for (t, _) in self.connecting.remove(&key).unwrap_or_default() {
                         if link.tx.try_send(t.payload.clone()).is_err() {
                             self.ep.handle_transport_error(&t, Instant::now());
                         }
@@ -575,7 +611,8 @@ impl Driver {
             }
             Input::Bytes { id, data } => self.on_stream_bytes(id, &data),
             Input::Closed { id } => self.close(id),
-            Input::ConnectFailed { key } => self.connect_failed(key),
+            Input::ConnectFailed { key, error } => self.connect_failed(key, error),
+            Input::Resolved { name, targets } => self.on_resolved(name, targets),
             Input::Submitted { answer, result } => {
                 if self.inflight.remove(&answer.id).is_some() {
                     self.answer(answer, result);
@@ -584,11 +621,90 @@ impl Driver {
         }
     }
 
-    fn connect_failed(&mut self, key: (SocketAddr, Transport)) {
+    /// A connection could not be opened: requests that came from a lookup move on to its
+    /// next target (RFC 3263 §4.3); the others fail.
+    fn connect_failed(&mut self, key: (SocketAddr, Transport), error: String) {
         let now = Instant::now();
-        for t in self.connecting.remove(&key).unwrap_or_default() {
-            self.ep.handle_transport_error(&t, now);
+        tracing::debug!(peer = %key.0, %error, "SIP connection failed");
+        for (t, route) in self.connecting.remove(&key).unwrap_or_default() {
+            match route {
+                Some(route) if self.next_target(&route) => {
+                    self.requeue.push((t, route.tries + 1));
+                }
+                _ => self.ep.handle_transport_error(&t, now),
+            }
         }
+    }
+
+    /// Moves the lookup `route` came from past the target that failed; false when it was the
+    /// last one (the next request then starts from the first again).
+    fn next_target(&mut self, route: &Route) -> bool {
+        let plain = self.stream_transport != Transport::Tls;
+        let Some(r) = self.resolved.get_mut(&route.name) else {
+            return false;
+        };
+        if route.index + 1 >= r.targets.len() || route.tries + 1 >= MAX_TRIES {
+            r.good = 0;
+            return false;
+        }
+        if r.good <= route.index {
+            r.good = route.index + 1;
+            if let Some((addr, transport)) = r.targets.get(r.good).copied() {
+                tracing::info!(name = %route.name, %addr, ?transport, "trying the next SIP target");
+                if let Some(domain) = r.partner.clone() {
+                    self.ep
+                        .set_partner_transport(&domain, endpoint_transport(transport, plain));
+                }
+            }
+        }
+        true
+    }
+
+    /// An RFC 3263 answer: kept for [`RESOLVED_FOR`], and the requests that waited for it
+    /// are routed again.
+    fn on_resolved(&mut self, name: String, targets: Vec<(SocketAddr, Transport)>) {
+        let now = Instant::now();
+        let waiting = self.resolving.remove(&name).unwrap_or_default();
+        let partner = waiting
+            .first()
+            .and_then(|(t, _)| self.partner_named(&name, &t.payload));
+        tracing::debug!(%name, ?targets, "SIP targets resolved");
+        if let (Some(domain), Some((_, transport))) = (&partner, targets.first()) {
+            let plain = self.stream_transport != Transport::Tls;
+            self.ep
+                .set_partner_transport(domain, endpoint_transport(*transport, plain));
+        }
+        if self.resolved.len() >= MAX_RESOLVED {
+            self.resolved.retain(|_, r| r.until > now);
+            if self.resolved.len() >= MAX_RESOLVED {
+                self.resolved.clear();
+            }
+        }
+        let until = now
+            + if targets.is_empty() {
+                UNRESOLVED_FOR
+            } else {
+                RESOLVED_FOR
+            };
+        self.resolved.insert(
+            name,
+            Resolved {
+                targets,
+                good: 0,
+                until,
+                partner,
+            },
+        );
+        self.requeue.extend(waiting);
+    }
+
+    /// The partner domain `name` was looked up for, when it is the domain itself (not a
+    /// host from a Contact).
+    fn partner_named(&self, name: &str, payload: &[u8]) -> Option<String> {
+        let msg = self.parser.parse_datagram(payload).ok()?;
+        let to = headers::name_addr(&msg, "To").ok()?;
+        let domain = uri_to_address(&to.uri).ok()?.domain().to_ascii_lowercase();
+        (lookup_name(&domain, None, Transport::Udp) == name).then_some(domain)
     }
 
     fn close(&mut self, id: u64) {
@@ -723,6 +839,10 @@ impl Driver {
     async fn flush(&mut self) {
         loop {
             let mut idle = true;
+            for (t, tries) in std::mem::take(&mut self.requeue) {
+                idle = false;
+                self.route(t, tries).await;
+            }
             while let Some(t) = self.ep.poll_transmit() {
                 idle = false;
                 self.transmit(t).await;
@@ -751,44 +871,110 @@ impl Driver {
                     self.ep.handle_transport_error(&t, Instant::now());
                 }
             }
-            Destination::Resolve {
-                host,
-                port,
-                transport,
-            } => {
-                let Some((addr, transport, domain)) =
-                    self.target(host, *port, *transport, &t.payload)
-                else {
-                    tracing::info!(%host, "no pinned address for this SIP destination (DNS is not used)");
-                    self.ep.handle_transport_error(&t, Instant::now());
-                    return;
-                };
-                let mut t = t;
-                let mut transport = transport;
-                if transport == Transport::Udp && t.payload.len() > UDP_REQUEST_LIMIT {
-                    if let Some(payload) = over_tcp(&self.parser, &t.payload) {
-                        t.payload = payload;
-                        transport = Transport::Tcp;
-                    }
-                }
-                if transport == Transport::Udp {
-                    if let Some(udp) = &self.udp {
-                        if let Err(e) = udp.send_to(&t.payload, addr).await {
-                            tracing::debug!(%addr, error = %e, "sip udp send");
-                            self.ep.handle_transport_error(&t, Instant::now());
-                        }
-                    } else {
-                        self.ep.handle_transport_error(&t, Instant::now());
-                    }
-                    return;
-                }
-                self.send_stream((addr, transport), domain, t);
+            Destination::Resolve { .. } => self.route(t, 0).await,
+        }
+    }
+
+    /// Sends a request the endpoint addressed by name, after `tries` targets failed.
+    async fn route(&mut self, t: Transmit, tries: usize) {
+        let Destination::Resolve {
+            host,
+            port,
+            transport,
+        } = &t.destination
+        else {
+            return;
+        };
+        let Some(target) = self.target(host, *port, *transport, &t.payload) else {
+            tracing::info!(%host, "no way to reach this SIP destination (not a partner, or a pinned partner's unknown host)");
+            self.ep.handle_transport_error(&t, Instant::now());
+            return;
+        };
+        let (name, host, port) = match target.place {
+            Place::Address(addr) => {
+                return self
+                    .send_to(addr, target.transport, target.domain, t, None)
+                    .await;
             }
+            Place::Lookup { name, host, port } => (name, host, port),
+        };
+        let now = Instant::now();
+        if let Some(r) = self.resolved.get(&name).filter(|r| r.until > now) {
+            let index = r.good.min(r.targets.len().saturating_sub(1));
+            let Some((addr, transport)) = r.targets.get(index).copied() else {
+                tracing::info!(%name, "no DNS records for this SIP destination");
+                self.ep.handle_transport_error(&t, now);
+                return;
+            };
+            let route = Route { name, index, tries };
+            return self
+                .send_to(addr, transport, target.domain, t, Some(route))
+                .await;
+        }
+        let Some(dns) = self.shared.dns.clone() else {
+            self.ep.handle_transport_error(&t, now);
+            return;
+        };
+        let waiting = self.resolving.entry(name.clone()).or_default();
+        if waiting.len() >= MAX_WAITING {
+            self.ep.handle_transport_error(&t, now);
+            return;
+        }
+        waiting.push((t, tries));
+        if waiting.len() > 1 {
+            return; // a lookup is under way
+        }
+        let tx = self.tx.clone();
+        let (transport, tls_only) = (target.transport, target.tls_only);
+        tokio::spawn(async move {
+            let targets = tokio::time::timeout(
+                LOOKUP_TIMEOUT,
+                dns.sip_targets(&host, port, transport, tls_only),
+            )
+            .await
+            .unwrap_or_default();
+            let _ = tx.send(Input::Resolved { name, targets }).await;
+        });
+    }
+
+    /// Sends to one address over `transport`: over TCP instead when a UDP request is larger
+    /// than [`UDP_REQUEST_LIMIT`]; the top Via names the transport actually used.
+    async fn send_to(
+        &mut self,
+        addr: SocketAddr,
+        transport: Transport,
+        domain: String,
+        mut t: Transmit,
+        route: Option<Route>,
+    ) {
+        let mut transport = transport;
+        if transport == Transport::Udp && t.payload.len() > UDP_REQUEST_LIMIT {
+            transport = Transport::Tcp;
+        }
+        if let Some(payload) = with_via_transport(&self.parser, &t.payload, transport) {
+            t.payload = payload;
+        }
+        if transport != Transport::Udp {
+            return self.send_stream((addr, transport), domain, t, route);
+        }
+        let Some(udp) = &self.udp else {
+            self.ep.handle_transport_error(&t, Instant::now());
+            return;
+        };
+        if let Err(e) = udp.send_to(&t.payload, addr).await {
+            tracing::debug!(%addr, error = %e, "sip udp send");
+            self.ep.handle_transport_error(&t, Instant::now());
         }
     }
 
     /// Sends on the connection to `key`, opening one when there is none.
-    fn send_stream(&mut self, key: (SocketAddr, Transport), domain: String, t: Transmit) {
+    fn send_stream(
+        &mut self,
+        key: (SocketAddr, Transport),
+        domain: String,
+        t: Transmit,
+        route: Option<Route>,
+    ) {
         if let Some(id) = self.outbound.get(&key).copied() {
             if self.links.contains_key(&id) {
                 if !self.write(id, t.payload.clone()) {
@@ -798,14 +984,14 @@ impl Driver {
             }
         }
         if let Some(queue) = self.connecting.get_mut(&key) {
-            if queue.len() < 256 {
-                queue.push(t);
+            if queue.len() < MAX_WAITING {
+                queue.push((t, route));
             } else {
                 self.ep.handle_transport_error(&t, Instant::now());
             }
             return;
         }
-        self.connecting.insert(key, vec![t]);
+        self.connecting.insert(key, vec![(t, route)]);
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(connect(
             self.shared.clone(),
@@ -817,39 +1003,54 @@ impl Driver {
     }
 
     /// Where a request the endpoint addressed by name goes. The partner is the domain of the
-    /// request's To (our own bytes); its domain as host means its pinned address, an IP
-    /// literal (a Contact or Record-Route it gave us inside a dialog) is used as given, and
-    /// any other name is refused: there is no DNS (RFC 3263) yet. Certificate partners are
-    /// always reached over TLS. Returns the address, the transport and the partner's domain.
+    /// request's To (our own bytes). An IP literal (a Contact or Record-Route it gave us inside
+    /// a dialog) is used as given; a pinned partner's domain means its pinned address; any
+    /// other name is looked up (RFC 3263), unless the partner is pinned: a pinned partner is
+    /// never looked up. Certificate partners are always reached over TLS.
     fn target(
         &self,
         host: &str,
         port: Option<u16>,
         transport: Transport,
         payload: &[u8],
-    ) -> Option<(SocketAddr, Transport, String)> {
+    ) -> Option<Target> {
         let msg = self.parser.parse_datagram(payload).ok()?;
         let to = headers::name_addr(&msg, "To").ok()?;
         let domain = uri_to_address(&to.uri).ok()?.domain().to_string();
         let partner = self.shared.partner(&domain)?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let transport = match (partner.auth, self.stream_transport) {
-            (SipAuth::Certificate, _) | (_, Transport::Tls) => Transport::Tls,
-            (SipAuth::None, _) if transport == Transport::Tls => Transport::Tcp,
-            _ => transport,
+        let tls_only =
+            partner.auth == SipAuth::Certificate || self.stream_transport == Transport::Tls;
+        let transport = match transport {
+            _ if tls_only => Transport::Tls,
+            Transport::Tls => Transport::Tcp,
+            t => t,
         };
-        let addr = match host.parse::<IpAddr>() {
+        let place = match host.parse::<IpAddr>() {
             Ok(ip) => {
                 let default = if transport == Transport::Tls {
                     5061
                 } else {
                     5060
                 };
-                SocketAddr::new(ip, port.unwrap_or(default))
+                Place::Address(SocketAddr::new(ip, port.unwrap_or(default)))
             }
-            Err(_) => self.shared.partner(host)?.address?,
+            Err(_) => match self.shared.partner(host) {
+                Some(p) if p.pinned => Place::Address(p.address?),
+                _ if partner.pinned => return None,
+                _ => Place::Lookup {
+                    name: lookup_name(host, port, transport),
+                    host: host.to_ascii_lowercase(),
+                    port,
+                },
+            },
         };
-        Some((addr, transport, partner.domain.clone()))
+        Some(Target {
+            domain: partner.domain.clone(),
+            transport,
+            tls_only,
+            place,
+        })
     }
 
     // ----- inbound ----------------------------------------------------------------------
@@ -1123,10 +1324,18 @@ async fn worker(
     }
 }
 
-/// Our own request re-addressed for TCP: the top Via names the transport actually used
-/// (RFC 3261 §18.1.1). `None` when it cannot be rewritten (it then goes as it is).
-fn over_tcp(parser: &SipxParser, payload: &Bytes) -> Option<Bytes> {
+/// Our own request with its top Via naming `transport` (RFC 3261 §18.1.1 when a large request
+/// goes over TCP, or the transport a lookup chose). `None` when it already does, or when it
+/// cannot be rewritten (it then goes as it is).
+fn with_via_transport(parser: &SipxParser, payload: &Bytes, transport: Transport) -> Option<Bytes> {
     let msg = parser.parse_datagram(payload).ok()?;
+    let via = msg.header("Via")?.trim_start();
+    let rest = via.strip_prefix("SIP/2.0/")?;
+    let (current, rest) = rest.split_at(rest.find(|c: char| c.is_ascii_whitespace())?);
+    if current.eq_ignore_ascii_case(transport.as_via()) {
+        return None;
+    }
+    let rewritten = format!("SIP/2.0/{}{rest}", transport.as_via());
     let method = msg.method()?.clone();
     let uri = msg.request_uri()?;
     let mut out = SipMessage::request(method, uri).ok()?;
@@ -1137,9 +1346,7 @@ fn over_tcp(parser: &SipxParser, payload: &Bytes) -> Option<Bytes> {
         }
         if first && h.is("Via") {
             first = false;
-            let value = h.value();
-            let rest = value.trim_start().strip_prefix("SIP/2.0/UDP")?;
-            out.push("Via", format!("SIP/2.0/TCP{rest}")).ok()?;
+            out.push("Via", rewritten.clone()).ok()?;
         } else {
             out.push_header(h.clone());
         }
@@ -1152,6 +1359,70 @@ fn over_tcp(parser: &SipxParser, payload: &Bytes) -> Option<Bytes> {
         out.set_body(&ctype, msg.body().clone()).ok()?;
     }
     Some(out.to_bytes())
+}
+
+/// Where a request goes: the partner it is for, the transport, and an address or a name to
+/// look up.
+struct Target {
+    domain: String,
+    transport: Transport,
+    tls_only: bool,
+    place: Place,
+}
+
+enum Place {
+    Address(SocketAddr),
+    Lookup {
+        name: String,
+        host: String,
+        port: Option<u16>,
+    },
+}
+
+/// Which target of which lookup a request was sent to, and how many it tried before.
+#[derive(Debug, Clone)]
+struct Route {
+    name: String,
+    index: usize,
+    tries: usize,
+}
+
+/// An outbound connection: where, and over which transport.
+type LinkKey = (SocketAddr, Transport);
+
+/// Targets a request tries at most before it fails.
+const MAX_TRIES: usize = 8;
+
+/// An RFC 3263 answer, in the order to try.
+struct Resolved {
+    targets: Vec<(SocketAddr, Transport)>,
+    /// The target to use now: past those whose connection failed.
+    good: usize,
+    until: Instant,
+    /// The partner domain, when the name looked up is the domain itself.
+    partner: Option<String>,
+}
+
+/// The key of a lookup: the name, and the port and transport when a URI gave a port.
+fn lookup_name(host: &str, port: Option<u16>, transport: Transport) -> String {
+    match port {
+        Some(port) => format!(
+            "{}:{port};{}",
+            host.to_ascii_lowercase(),
+            transport.as_via()
+        ),
+        None => host.to_ascii_lowercase(),
+    }
+}
+
+/// The transport the endpoint builds requests for when a lookup chose `transport`: the plain
+/// driver's endpoint has no TLS listener to name, so a TLS target gets TCP-shaped requests
+/// (reliable, Contact on our TCP port) whose Via the driver rewrites.
+fn endpoint_transport(transport: Transport, plain: bool) -> Transport {
+    match transport {
+        Transport::Tls if plain => Transport::Tcp,
+        t => t,
+    }
 }
 
 async fn recv_from(
@@ -1193,7 +1464,7 @@ mod tests {
         req.set_body("text/plain;charset=UTF-8", body.clone().into_bytes())
             .unwrap();
         let parser = SipxParser::default();
-        let out = over_tcp(&parser, &req.to_bytes()).unwrap();
+        let out = with_via_transport(&parser, &req.to_bytes(), Transport::Tcp).unwrap();
         let back = parser.parse_datagram(&out).unwrap();
         assert_eq!(
             back.header("Via"),

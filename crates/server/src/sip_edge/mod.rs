@@ -1,11 +1,13 @@
 //! The SIP/SIMPLE federation edge: the `sip` (UDP and TCP on one address) and `sips` (mutual
-//! TLS) listeners, outbound links to each partner's pinned address, and the hand-over between
-//! `entente-sip`'s sans-IO [`Endpoint`](entente_sip::Endpoint) and the router.
+//! TLS) listeners, outbound links to each partner (pinned address or DNS), and the hand-over
+//! between `entente-sip`'s sans-IO [`Endpoint`](entente_sip::Endpoint) and the router.
 //!
 //! Two endpoints run, each in its own driver task: one for UDP/TCP (partners with
 //! `auth = "none"`) and one for TLS (partners with `auth = "certificate"`), so that each writes
-//! its own listener's port in Via and Contact. Partners are reached at their configured
-//! `address` only; RFC 3263 (NAPTR/SRV) resolution is not done yet.
+//! its own listener's port in Via and Contact. A partner is reached at its configured
+//! `address` when it has one; otherwise by RFC 3263 through the configured resolver
+//! ([`crate::dns::Dns::sip_targets`]: SRV `_sips._tcp`, `_sip._tcp`, `_sip._udp`, then A/AAAA;
+//! NAPTR is not used), trying the next target when a TCP or TLS connection fails.
 //!
 //! - A request reaches an endpoint only when its From domain is a configured SIP partner and,
 //!   for a certificate partner, it came over TLS with a certificate valid for that domain
@@ -49,8 +51,10 @@ pub enum SipAuth {
 pub struct SipPartner {
     pub domain: String,
     /// The pinned address every request to the partner goes to; `None` when none is
-    /// configured (or it did not resolve at start-up): the partner can then only call in.
+    /// configured (then DNS finds it) or it did not resolve at start-up.
     pub address: Option<SocketAddr>,
+    /// Whether an address is configured: a pinned partner is never looked up in DNS.
+    pub pinned: bool,
     pub auth: SipAuth,
 }
 
@@ -63,6 +67,9 @@ pub(crate) struct Shared {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Domains that certificate partners hold, candidates for `verified_domains`.
     pub certificate_domains: Vec<String>,
+    /// The configured resolver (`[dns] servers`) for partners without a pinned address;
+    /// `None` when it could not be set up.
+    pub dns: Option<Arc<crate::dns::Dns>>,
 }
 
 impl Shared {
@@ -97,6 +104,7 @@ pub async fn start(state: &AppState, listeners: &Listen, tasks: &mut Tasks) -> R
                     SipPartner {
                         domain,
                         address,
+                        pinned: p.address.is_some(),
                         auth,
                     },
                 );
@@ -111,12 +119,24 @@ pub async fn start(state: &AppState, listeners: &Listen, tasks: &mut Tasks) -> R
         .filter(|p| p.auth == SipAuth::Certificate)
         .map(|p| p.domain.clone())
         .collect();
+    let dns = if partners.values().any(|p| !p.pinned) {
+        match crate::dns::Dns::new(&config.dns.servers) {
+            Ok(d) => Some(Arc::new(d)),
+            Err(e) => {
+                tracing::warn!(error = %e, "no resolver: SIP partners without an address cannot be reached");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let shared = Arc::new(Shared {
         router: Arc::downgrade(&state.router),
         partners,
         tls: state.tls.clone(),
         shutdown: state.shutdown.clone(),
         certificate_domains,
+        dns,
     });
     let settings = driver::Settings {
         hub_domain: state.router.hub_domain().to_string(),

@@ -2,6 +2,7 @@
 //! talks to it over the hub client protocol.
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod oscar;
 
 use futures::{SinkExt, StreamExt};
