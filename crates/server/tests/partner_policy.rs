@@ -1,0 +1,176 @@
+//! Partner policy against the real binary, with a scripted SIP partner on a UDP socket of the
+//! test: traffic kinds, strangers, per-partner rates, each refusal in the sender's protocol;
+//! then the policy changes in the file and a reload applies it without a restart.
+
+mod common;
+mod sip;
+
+use common::Server;
+use serde_json::json;
+use sip::{partner_toml, request, UdpPeer, HUB, PARTNER};
+use std::time::Duration;
+
+const ANSWER: Duration = Duration::from_secs(10);
+const ADMIN: &str = "Authorization: Bearer policy-token\r\n";
+
+async fn message(peer: &UdpPeer, from: &str, to: &str, body: &str) -> entente_sip::SipMessage {
+    let via = peer.via();
+    peer.send(&request(
+        "MESSAGE",
+        to,
+        from,
+        &via,
+        "Content-Type: text/plain\r\n",
+        body,
+    ))
+    .await;
+    peer.final_response(ANSWER).await.expect("an answer")
+}
+
+#[tokio::test]
+async fn partner_policy_is_enforced_and_reloads_without_a_restart() {
+    let peer_socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let peer_addr = peer_socket.local_addr().unwrap();
+    drop(peer_socket);
+    let partner = partner_toml(PARTNER, Some(peer_addr), "none");
+    let strict = format!(
+        "[admin]\ntoken = \"policy-token\"\n{partner}allow = [\"messages\", \"typing\"]\nstrangers = false\n"
+    );
+    let server = Server::start_listening(&strict, "sip = \"127.0.0.1:0\"\n");
+    let socket = tokio::net::UdpSocket::bind(peer_addr).await.unwrap();
+    let peer = UdpPeer {
+        socket,
+        gateway: server.listeners["sip"],
+    };
+    let mut bob = server.login("bob").await;
+    bob.expect_type("roster").await;
+    let bob_sip = format!("bob@{HUB}");
+    let carol = format!("carol@{PARTNER}");
+
+    // A stranger's message is refused with 403 and a Warning naming the rule.
+    let r = message(&peer, &carol, &bob_sip, "hello from nowhere").await;
+    assert_eq!(r.status(), Some(403), "{r}");
+    assert!(
+        r.header("Warning")
+            .is_some_and(|w| w.contains("only from contacts")),
+        "{r}"
+    );
+    // Subscriptions are not exchanged with this partner: a hub user's request is refused in
+    // the hub's own protocol and nothing reaches the partner.
+    bob.send(json!({"type": "subscribe", "to": carol})).await;
+    let e = bob.expect_type("error").await;
+    assert_eq!(e["code"], "policy_violation", "{e}");
+    assert!(e["text"].as_str().unwrap().contains("subscriptions"), "{e}");
+    assert!(
+        peer.recv(Duration::from_millis(300)).await.is_none(),
+        "nothing reached the partner"
+    );
+    // The hub user heard nothing from the stranger.
+    assert!(bob
+        .try_recv(Duration::from_millis(200))
+        .await
+        .is_none_or(|v| v["type"] != "message"));
+
+    // The policy changes in the file: strangers welcome, all traffic, a tight rate.
+    let path = server.config_path();
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "allow = [\"messages\", \"typing\"]\nstrangers = false\n",
+        "rate = 0.2\nburst = 4\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let (status, body) = server
+        .http_with("POST", "/api/v1/admin/policy/reload", None, ADMIN)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["restart_needed"], json!([]), "{report}");
+    let (_, partners) = server
+        .http_with("GET", "/api/v1/admin/partners", None, ADMIN)
+        .await;
+    assert!(partners.contains("\"strangers\":true"), "{partners}");
+
+    let r = message(&peer, &carol, &bob_sip, "hello again").await;
+    assert_eq!(r.status(), Some(200), "{r}");
+    bob.expect("carol's message", |v| {
+        v["type"] == "message" && v["body"] == "hello again"
+    })
+    .await;
+    // The partner's rate: a burst of four events, then 503 for the domain.
+    let mut answers = Vec::new();
+    for i in 0..6 {
+        let r = message(
+            &peer,
+            &format!("u{i}@{PARTNER}"),
+            &bob_sip,
+            &format!("n{i}"),
+        )
+        .await;
+        answers.push(r.status().unwrap());
+    }
+    assert_eq!(answers, [200, 200, 200, 503, 503, 503], "{answers:?}");
+    let (_, lines) = server
+        .http_with("GET", "/api/v1/admin/audit?limit=100", None, ADMIN)
+        .await;
+    let refusals: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["action"] == "refused")
+        .collect();
+    assert!(
+        refusals
+            .iter()
+            .any(|e| e["rule"].as_str().unwrap().contains("only from contacts")),
+        "{lines}"
+    );
+    assert_eq!(
+        refusals
+            .iter()
+            .filter(|e| e["rule"].as_str().unwrap().contains("rate limit"))
+            .count(),
+        3,
+        "{lines}"
+    );
+}
+
+/// Per-sender limits hold for hub users too, with the hub's `rate_limited` error; presence,
+/// subscription and typing floods have a bucket of their own.
+#[tokio::test]
+async fn a_sender_flood_is_limited_per_sender_and_per_kind() {
+    let s = Server::start(
+        "[limits]\nsender_rate = 0.1\nsender_burst = 5\nsignal_rate = 0.1\nsignal_burst = 3\n",
+    );
+    let mut flood = s.login("flood").await;
+    let mut calm = s.login("calm").await;
+    let mut answers = Vec::new();
+    for i in 0..8 {
+        let a = flood
+            .message(&format!("f{i}"), "calm@hub.test", &format!("n{i}"))
+            .await;
+        answers
+            .push(a["type"].as_str().unwrap().to_string() + ":" + a["code"].as_str().unwrap_or(""));
+    }
+    assert_eq!(&answers[..5], ["ack:"; 5], "{answers:?}");
+    assert_eq!(&answers[5..], ["error:rate_limited"; 3], "{answers:?}");
+    // Another sender is not affected.
+    assert_eq!(
+        calm.message("c1", "flood@hub.test", "ok?").await["type"],
+        "ack"
+    );
+    // Subscription requests flood: three pass, then errors.
+    for i in 0..6 {
+        assert_eq!(s.register(&format!("user{i}"), "password1").await, 201);
+    }
+    let mut errors = 0;
+    for i in 0..6 {
+        flood
+            .send(json!({"type": "subscribe", "to": format!("user{i}@hub.test")}))
+            .await;
+    }
+    while let Some(v) = flood.try_recv(Duration::from_millis(500)).await {
+        if v["type"] == "error" {
+            assert_eq!(v["code"], "rate_limited", "{v}");
+            errors += 1;
+        }
+    }
+    assert_eq!(errors, 3);
+}
