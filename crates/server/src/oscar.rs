@@ -7,7 +7,7 @@ use crate::router::{Delivery, SessionHandle};
 use crate::AppState;
 use bytes::Bytes;
 use entente_model::{Address, Event, Failure, Message, Presence, PresenceKind};
-use entente_oscar::family::feedbag::FeedbagItem;
+use entente_oscar::family::feedbag::{class as feedbag_class, FeedbagItem};
 use entente_oscar::session::{
     self as bos, Account, FeedbagOp, SessionOutput, SessionRequest, UserDetails,
 };
@@ -495,6 +495,25 @@ impl BosConn {
                 };
                 if let Err(e) = result {
                     tracing::error!(error = %e, "cannot store a feedbag change");
+                }
+                // Deny items are the user's block list (PD mode "deny some", what AIM clients
+                // set when the user blocks someone): the router enforces it for every protocol.
+                for item in items.iter().filter(|i| i.class == feedbag_class::DENY) {
+                    let Ok(who) = entente_oscar::names::screen_name_to_address(
+                        &item.name,
+                        router.hub_domain(),
+                    )
+                    .map_err(|e| e.to_string())
+                    .and_then(|a| router.normalize(a).map_err(|r| r.text)) else {
+                        continue;
+                    };
+                    let result = match op {
+                        FeedbagOp::Insert | FeedbagOp::Update => router.block(&me, &who).await,
+                        FeedbagOp::Delete => router.unblock(&me, &who).await,
+                    };
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "deny list change not applied");
+                    }
                 }
             }
             SessionRequest::StoreProfile { profile } => {

@@ -236,3 +236,64 @@ async fn drain_until_closed(c: &mut Oscar) -> bool {
         }
     }
 }
+
+/// An AIM user blocks someone the AIM way (a deny item in the feedbag): the router enforces
+/// it for every protocol, the hub client sees the same block list, and deleting the item
+/// lifts the block.
+#[tokio::test]
+async fn a_deny_list_item_blocks_for_every_protocol() {
+    let s = Server::start_listening("", OSCAR);
+    assert_eq!(s.register("erin", PW).await, 201);
+    let mut mallory = web(&s, "mallory").await;
+    let mut erin = sign_on(&s, "erin", PW).await.unwrap();
+    let deny = vec![entente_oscar::family::feedbag::FeedbagItem {
+        name: "Mallory".into(),
+        group_id: 0,
+        item_id: 77,
+        class: feedbag::class::DENY,
+        attrs: TlvList::new(),
+    }];
+    erin.snac(&feedbag::InsertItems { items: deny.clone() })
+        .await;
+    let status: feedbag::Status = erin.expect(0x13, 0x0E).await.body_as().unwrap();
+    assert_eq!(status.codes, vec![0]);
+    // The store took the change once the status came back; the router applies it in order.
+    let mut refused = None;
+    for i in 0..50 {
+        let a = mallory.message(&format!("m{i}"), "erin@hub.test", "psst").await;
+        if a["type"] == "error" {
+            refused = Some(a);
+            break;
+        }
+        // Delivered before the block was in force: erin reads it.
+        erin.incoming_im().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = refused.expect("the deny item took effect");
+    assert_eq!(refused["code"], "recipient_unavailable", "{refused}");
+    // erin cannot write to whom she blocked: an ICBM error.
+    let rid = erin.im("mallory", "go away").await;
+    let err = erin.expect(4, 1).await;
+    assert_eq!(err.header.request_id, rid);
+    // The hub client protocol shows the same list.
+    let mut erin_web = web(&s, "erin").await;
+    erin_web.send(json!({"type": "blocklist"})).await;
+    assert_eq!(
+        erin_web.expect_type("blocklist").await["items"],
+        json!(["mallory@hub.test"])
+    );
+    // Deleting the deny item lifts the block.
+    erin.snac(&feedbag::DeleteItems { items: deny }).await;
+    let status: feedbag::Status = erin.expect(0x13, 0x0E).await.body_as().unwrap();
+    assert_eq!(status.codes, vec![0]);
+    erin_web
+        .expect("the list emptied", |v| {
+            v["type"] == "blocklist" && v["items"] == json!([])
+        })
+        .await;
+    assert_eq!(
+        mallory.message("again", "erin@hub.test", "hello").await["type"],
+        "ack"
+    );
+    assert_eq!(erin.incoming_im().await.1, "hello");
+}
