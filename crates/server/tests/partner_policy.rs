@@ -1,9 +1,11 @@
 //! Partner policy against the real binary, with a scripted SIP partner on a UDP socket of the
 //! test: traffic kinds, strangers, per-partner rates, each refusal in the sender's protocol;
-//! then the policy changes in the file and a reload applies it without a restart.
+//! then the policy changes in the file and a reload applies it without a restart. And block
+//! lists across the XMPP boundary, with a real Prosody and XEP-0191 on its side.
 
 mod common;
 mod sip;
+mod xmpp;
 
 use common::Server;
 use serde_json::json;
@@ -173,4 +175,92 @@ async fn a_sender_flood_is_limited_per_sender_and_per_kind() {
         }
     }
     assert_eq!(errors, 3);
+}
+
+/// A hub user blocks a Prosody user, and a Prosody user blocks a hub user with XEP-0191: each
+/// side stops seeing the other, and messages across the block come back as errors in the
+/// sender's own protocol.
+#[tokio::test]
+async fn blocks_hold_both_ways_across_xmpp() {
+    use xmpp::{free_port, require, Certs, Mode, Prosody, XmppClient, CORP};
+    require("runuser");
+    let alice_jid = format!("alice@{CORP}");
+    let bob_addr = "bob@hub.test";
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = Certs::make(certs_dir.path(), Mode::Dialback);
+    let prosody_s2s = free_port();
+    let extra = format!(
+        "[[partner]]\ndomain = \"{CORP}\"\nprotocol = \"xmpp\"\naddress = \"127.0.0.1:{prosody_s2s}\"\nauth = \"dialback\"\n"
+    );
+    let server = Server::start_listening(&extra, "xmpp_s2s = \"127.0.0.1:0\"\n");
+    let prosody = Prosody::start(
+        Mode::Dialback,
+        &certs,
+        prosody_s2s,
+        server.listeners["xmpp_s2s"].port(),
+    );
+    let mut alice = XmppClient::connect("alice", &prosody);
+    let mut bob = server.login("bob").await;
+    bob.expect_type("roster").await;
+    // Mutual subscriptions.
+    alice.send(json!({"cmd": "subscribe", "to": bob_addr}));
+    bob.expect("request", |v| {
+        v["type"] == "subscription_request" && v["from"] == alice_jid
+    })
+    .await;
+    bob.send(json!({"type": "approve", "to": alice_jid})).await;
+    alice.expect("bob available", |v| {
+        v["event"] == "presence" && v["from"] == bob_addr && v["type"] == "available"
+    });
+    bob.send(json!({"type": "subscribe", "to": alice_jid}))
+        .await;
+    alice.expect("request", |v| {
+        v["event"] == "presence" && v["from"] == bob_addr && v["type"] == "subscribe"
+    });
+    alice.send(json!({"cmd": "subscribed", "to": bob_addr}));
+    bob.expect("alice available", |v| {
+        v["type"] == "presence" && v["from"] == alice_jid && v["show"] == "available"
+    })
+    .await;
+
+    // bob blocks alice: she sees him go offline, and her message bounces.
+    bob.send(json!({"type": "block", "address": alice_jid}))
+        .await;
+    bob.expect_type("blocklist").await;
+    alice.expect("bob unavailable", |v| {
+        v["event"] == "presence" && v["from"] == bob_addr && v["type"] == "unavailable"
+    });
+    alice.send(json!({"cmd": "message", "to": bob_addr, "body": "are you there?", "id": "a1"}));
+    let e = alice.expect("an error", |v| v["event"] == "message_error");
+    assert_eq!(e["condition"], "recipient-unavailable", "{e}");
+    assert!(bob
+        .try_recv(Duration::from_millis(300))
+        .await
+        .is_none_or(|v| v["type"] != "message"));
+    bob.send(json!({"type": "unblock", "address": alice_jid}))
+        .await;
+    alice.expect("bob back", |v| {
+        v["event"] == "presence" && v["from"] == bob_addr && v["type"] == "available"
+    });
+
+    // alice blocks bob with XEP-0191 on Prosody: bob sees her go offline and his message comes
+    // back as an error frame.
+    alice.send(json!({"cmd": "block", "to": bob_addr}));
+    alice.expect("blocked", |v| v["event"] == "blocked");
+    bob.expect("alice offline", |v| {
+        v["type"] == "presence" && v["from"] == alice_jid && v["show"] == "offline"
+    })
+    .await;
+    bob.send(json!({"type": "message", "id": "b1", "to": alice_jid, "body": "hello?"}))
+        .await;
+    let e = bob
+        .expect("a failure", |v| v["type"] == "error" && v["id"] == "b1")
+        .await;
+    assert_eq!(e["from"], alice_jid.as_str(), "{e}");
+    assert!(
+        alice
+            .try_expect(Duration::from_millis(500), |v| v["event"] == "message")
+            .is_none(),
+        "a message crossed the block"
+    );
 }

@@ -173,7 +173,7 @@ c2s_ports = {{ {c2s} }}
 s2s_ports = {{ {s2s} }}
 c2s_direct_tls_ports = {{ }}
 s2s_direct_tls_ports = {{ {direct_tls_ports} }}
-modules_enabled = {{ "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "posix" }}
+modules_enabled = {{ "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "posix"; "blocklist" }}
 modules_disabled = {{ "s2s_bidi" }}
 authentication = "internal_hashed"
 c2s_require_encryption = true
@@ -320,6 +320,19 @@ impl XmppClient {
                 Ok(v) if pred(&v) => return v,
                 Ok(v) => seen.push(v),
                 Err(_) => panic!("xmpp client: no {what}; saw {seen:?}"),
+            }
+        }
+    }
+
+    /// The first line matching `pred` within `wait`, skipping others; `None` if none came.
+    pub fn try_expect(&mut self, wait: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) if pred(&v) => return Some(v),
+                Ok(_) => continue,
+                Err(_) => return None,
             }
         }
     }

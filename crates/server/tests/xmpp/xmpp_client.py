@@ -45,6 +45,7 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0085")
         self.register_plugin("xep_0199")
+        self.register_plugin("xep_0191")
         self.add_event_handler("session_start", self.start)
         self.add_event_handler("failed_auth", lambda *_: (emit(event="auth_failed"), self.disconnect()))
         self.add_event_handler("message", self.on_message)
@@ -103,7 +104,7 @@ class Client(slixmpp.ClientXMPP):
                 self.send_presence(pto=c["to"], ptype=cmd)
             elif cmd == "presence":
                 self.send_presence(pshow=c.get("show") or None, pstatus=c.get("status") or None)
-            elif cmd in ("disco", "ping", "iq_unknown"):
+            elif cmd in ("disco", "ping", "iq_unknown", "block", "unblock"):
                 asyncio.ensure_future(self.query(cmd, c["to"]))
             elif cmd == "quit":
                 break
@@ -119,6 +120,10 @@ async def _query(self, cmd, to):
         elif cmd == "ping":
             await self["xep_0199"].send_ping(to, timeout=10)
             emit(event="pong", from_=to)
+        elif cmd in ("block", "unblock"):
+            # XEP-0191 on the user's own server.
+            await getattr(self["xep_0191"], cmd)([to], timeout=10)
+            emit(event=cmd + "ed", jid=to)
         else:
             iq = self.make_iq_get(queryxmlns="urn:example:nobody-serves-this", ito=to)
             await iq.send(timeout=10)
