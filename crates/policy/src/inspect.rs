@@ -44,8 +44,14 @@
 //! (keyword, regex, card, eicar) still apply to the whole text.
 //!
 //! Limits: the rules text is at most [`MAX_RULES_BYTES`], [`MAX_RULES`] rules, lines of at most
-//! [`MAX_LINE_BYTES`]; regular expressions are compiled with size limits and at most
-//! [`MAX_REGEX_RULES`] of them. Link extraction stops after `max_links + 1` links.
+//! [`MAX_LINE_BYTES`]; at most [`MAX_REGEX_RULES`] regular expressions, each compiled within
+//! [`REGEX_SIZE_LIMIT`] and all of them together within [`REGEX_SET_SIZE_LIMIT`]; protected
+//! (`lookalike`) domains of at most [`MAX_LOOKALIKE_LABELS`] labels. Link extraction stops after
+//! `max_links + 1` links. So building an [`Inspector`] is bounded by the text's size, and
+//! inspecting a body is linear in the body, whatever the rules: every link is compared with the
+//! executable extensions through one table, and with the protected domains by windows of at most
+//! [`MAX_LOOKALIKE_LABELS`] labels; the regular expressions run as one automaton of bounded
+//! size.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::{RegexSet, RegexSetBuilder};
@@ -64,8 +70,13 @@ pub const MAX_RULES: usize = 10_000;
 pub const MAX_LINE_BYTES: usize = 4096;
 /// Most `regex` rules in one file.
 pub const MAX_REGEX_RULES: usize = 256;
-/// Compiled size limit of one regular expression (and of the whole set, times 8).
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Compiled size limit of one regular expression.
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Compiled size limit of all regular expressions together. The time a body takes in the worst
+/// case grows with it: the regex engine is linear in the body times the automaton's size.
+pub const REGEX_SET_SIZE_LIMIT: usize = 2 << 20;
+/// Most labels of a protected (`lookalike`) domain.
+pub const MAX_LOOKALIKE_LABELS: usize = 8;
 /// Highest `max_links` a file may set.
 const MAX_LINKS_CEILING: usize = 4096;
 
@@ -249,7 +260,9 @@ pub struct Inspector {
     settings: Settings,
     domains: HashMap<String, Ruled<()>>,
     urls: Vec<Ruled<String>>,
-    executables: Vec<Ruled<Vec<String>>>,
+    /// Each extension an `executable` rule names, to the rule that wins for it: the most severe,
+    /// the first among equals (all of them would fire under the same name).
+    executables: HashMap<String, Ruled<()>>,
     lookalikes: Vec<Ruled<Lookalike>>,
     /// Skeleton (and ASCII form) of each protected domain to its rules.
     lookalike_index: HashMap<String, Vec<usize>>,
@@ -290,7 +303,7 @@ impl Inspector {
             settings: Settings::default(),
             domains: HashMap::new(),
             urls: Vec::new(),
-            executables: Vec::new(),
+            executables: HashMap::new(),
             lookalikes: Vec::new(),
             lookalike_index: HashMap::new(),
             lookalike_lengths: Vec::new(),
@@ -366,18 +379,36 @@ impl Inspector {
                     if exts.is_empty() {
                         exts = DEFAULT_EXECUTABLES.iter().map(|e| e.to_string()).collect();
                     }
-                    ins.executables.push(Ruled {
-                        action,
-                        order,
-                        value: exts,
-                    });
+                    for ext in exts {
+                        let rule = ins.executables.entry(ext).or_insert(Ruled {
+                            action,
+                            order,
+                            value: (),
+                        });
+                        // Rules come in order: a later one wins only by being more severe.
+                        if action > rule.action {
+                            *rule = Ruled {
+                                action,
+                                order,
+                                value: (),
+                            };
+                        }
+                    }
                 }
                 "lookalike" => {
                     let domain = single(no, kind, arg_words)?;
                     let ascii = normalize_host(domain)
                         .ok_or_else(|| err(no, format!("`{domain}` is not a domain name")))?;
-                    let skeleton = host_skeleton(&ascii);
                     let labels = ascii.split('.').count();
+                    if labels > MAX_LOOKALIKE_LABELS {
+                        return Err(err(
+                            no,
+                            format!(
+                                "`{domain}` has more than {MAX_LOOKALIKE_LABELS} labels for `lookalike`"
+                            ),
+                        ));
+                    }
+                    let skeleton = host_skeleton(&ascii);
                     ins.lookalikes.push(Ruled {
                         action,
                         order,
@@ -471,8 +502,8 @@ impl Inspector {
         }
         if !patterns.is_empty() {
             let set = RegexSetBuilder::new(&patterns)
-                .size_limit(REGEX_SIZE_LIMIT * 8)
-                .dfa_size_limit(REGEX_SIZE_LIMIT * 8)
+                .size_limit(REGEX_SET_SIZE_LIMIT)
+                .dfa_size_limit(REGEX_SET_SIZE_LIMIT * 4)
                 .build()
                 .map_err(|e| err(0, format!("regex rules together: {e}")))?;
             ins.regex_set = Some(set);
@@ -651,10 +682,8 @@ impl Inspector {
                 .chain(values)
                 .filter_map(|p| file_extension(&decode_dots(p)));
             for ext in exts {
-                for rule in &self.executables {
-                    if rule.value.contains(&ext) {
-                        fire(rule.action, rule.order, format!("executable:.{ext}"));
-                    }
+                if let Some(rule) = self.executables.get(&ext) {
+                    fire(rule.action, rule.order, format!("executable:.{ext}"));
                 }
             }
         }

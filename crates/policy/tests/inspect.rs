@@ -293,6 +293,70 @@ fn hostile_rules_files_are_refused_without_panics() {
     );
 }
 
+/// What bounds the work of inspecting one body, whatever the rules file says.
+#[test]
+fn rules_that_would_make_inspection_slow_are_refused_or_folded() {
+    // Links are compared with protected domains by windows of as many labels as they have.
+    let e = Inspector::from_rules("reject lookalike a.b.c.d.e.f.g.h.example").unwrap_err();
+    assert!(e.message.contains("more than 8 labels"), "{e}");
+    let ins = Inspector::from_rules("reject lookalike a.b.c.d.e.f.g.example").unwrap();
+    assert_eq!(
+        ins.inspect_text("see http://a.b.c.d.e.f.g.examp1e/"),
+        Verdict::Reject("lookalike:a.b.c.d.e.f.g.example".into())
+    );
+    // Regular expressions each within their own limit, too large together: the engine's time
+    // grows with the size of the whole set.
+    let one = "reject regex r0 [ab]*a[ab]{1000}0\n";
+    assert!(Inspector::from_rules(one).is_ok());
+    let many: String = (0..64)
+        .map(|i| format!("reject regex r{i} [ab]*a[ab]{{1000}}{i}\n"))
+        .collect();
+    let e = Inspector::from_rules(&many).unwrap_err();
+    assert!(e.message.contains("regex rules together"), "{e}");
+    // Executable rules fold into one table of extensions: the verdict is the one every rule
+    // tried in turn would give (most severe, then first in the file).
+    let ins = Inspector::from_rules(
+        "tag executable .exe .scr\nreject executable .scr\nquarantine executable\n\
+         reject keyword invoice\nreject executable .zip\n",
+    )
+    .unwrap();
+    for (body, want) in [
+        (
+            "http://a.example/x.exe",
+            Verdict::Quarantine("executable:.exe".into()),
+        ),
+        (
+            "http://a.example/x.scr",
+            Verdict::Reject("executable:.scr".into()),
+        ),
+        (
+            "http://a.example/x.pif",
+            Verdict::Quarantine("executable:.pif".into()),
+        ),
+        (
+            "http://a.example/x.zip invoice",
+            Verdict::Reject("keyword:invoice".into()),
+        ),
+        (
+            "http://a.example/x.scr invoice",
+            Verdict::Reject("executable:.scr".into()),
+        ),
+    ] {
+        assert_eq!(ins.inspect_text(body), want, "{body}");
+    }
+    // Thousands of executable rules listing hundreds of extensions each still compile, and a
+    // link is looked up once per extension.
+    let exts: String = (0..600).map(|i| format!(" .e{i}")).collect();
+    let text: String = (0..200)
+        .map(|i| format!("tag executable{exts}\nreject executable .x{i}\n"))
+        .collect();
+    let ins = Inspector::from_rules(&text).unwrap();
+    assert_eq!(
+        ins.inspect_text("http://a.example/f.e599 http://a.example/g.x199"),
+        Verdict::Reject("executable:.x199".into())
+    );
+}
+
 #[test]
 fn hostile_bodies_never_panic() {
     let ins = inspector();
