@@ -1,6 +1,7 @@
 //! SIP federation against sipp (Debian `sip-tester`), over UDP and TCP on loopback: MESSAGE into
 //! a hub user, MESSAGE out to a partner's UA (UDP, and TCP once it is over 1300 bytes), unknown
-//! users, senders that are not partners, and a presence subscription approved by the hub user.
+//! users, senders that are not partners, and a presence subscription approved by the hub user,
+//! ended and renewed by the partner (the approval stays), and denied by the hub user.
 
 mod common;
 mod sip;
@@ -171,34 +172,68 @@ async fn a_failure_at_the_partner_reaches_the_hub_sender() {
     assert_eq!(err["code"], "remote_server_not_found", "{err}");
 }
 
+/// carol's roster state in bob's roster frame (`none` when she is not on it).
+async fn carols_subscription(bob: &mut common::Client) -> String {
+    bob.send(json!({"type": "roster"})).await;
+    let roster = bob.expect_type("roster").await;
+    roster["items"]
+        .as_array()
+        .and_then(|items| {
+            items
+                .iter()
+                .find(|i| i["address"] == "carol@corp-b.test")
+                .map(|i| i["subscription"].as_str().unwrap_or("").to_string())
+        })
+        .unwrap_or_else(|| "none".into())
+}
+
 #[tokio::test]
 async fn a_partner_subscribes_to_presence_and_the_hub_user_approves() {
     let server = sip_server(None);
     let gateway = server.listeners["sip"];
     let mut bob = server.login("bob").await;
-    for transport in ["u1", "t1"] {
-        let dir = tempfile::tempdir().unwrap();
-        let path = sip::scenario(dir.path(), "uac_subscribe.xml", &[("HUB", HUB)]);
-        let sipp = Sipp::client(dir, &path, gateway, transport, "bob");
-        let req = bob
-            .expect("carol's request", |v| {
-                v["type"] == "subscription_request" && v["from"] == "carol@corp-b.test"
-            })
-            .await;
-        assert_eq!(req["from"], "carol@corp-b.test");
-        bob.send(json!({"type": "approve", "to": "carol@corp-b.test"}))
-            .await;
-        sipp.passes().await;
-        // The un-SUBSCRIBE ended carol's view of bob: the roster says so.
-        bob.send(json!({"type": "roster"})).await;
-        bob.expect("roster without carol's subscription", |v| {
-            v["type"] == "roster"
-                && v["items"].as_array().is_some_and(|items| {
-                    items
-                        .iter()
-                        .all(|i| i["address"] != "carol@corp-b.test" || i["subscription"] == "none")
-                })
+
+    // Over UDP: pending until bob approves, then active with his presence; carol's
+    // un-SUBSCRIBE ends the dialog (NOTIFY terminated).
+    let dir = tempfile::tempdir().unwrap();
+    let path = sip::scenario(dir.path(), "uac_subscribe.xml", &[("HUB", HUB)]);
+    let sipp = Sipp::client(dir, &path, gateway, "u1", "bob");
+    let req = bob
+        .expect("carol's request", |v| {
+            v["type"] == "subscription_request" && v["from"] == "carol@corp-b.test"
         })
         .await;
+    assert_eq!(req["from"], "carol@corp-b.test");
+    bob.send(json!({"type": "approve", "to": "carol@corp-b.test"}))
+        .await;
+    sipp.passes().await;
+    // Ending a SIP subscription dialog (a logout, say) is not the watcher removing the
+    // contact: bob's approval of carol stays on his roster.
+    assert_eq!(carols_subscription(&mut bob).await, "from");
+
+    // Over TCP, a new dialog: active at once, its first NOTIFY carrying bob's presence, with
+    // no new request to bob (the scenario fails on a pending NOTIFY).
+    sipp_uac(gateway, "t1", "uac_resubscribe.xml", &[("HUB", HUB)], "bob").await;
+    assert_eq!(carols_subscription(&mut bob).await, "from");
+
+    // bob denies carol while she watches: her dialog ends as rejected, and so does the
+    // approval.
+    let dir = tempfile::tempdir().unwrap();
+    let path = sip::scenario(dir.path(), "uac_subscribe_denied.xml", &[("HUB", HUB)]);
+    let sipp = Sipp::client(dir, &path, gateway, "u1", "bob");
+    bob.expect("carol's word that she watches", |v| {
+        v["type"] == "message"
+            && v["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("watching you now"))
+    })
+    .await;
+    bob.send(json!({"type": "deny", "to": "carol@corp-b.test"}))
+        .await;
+    sipp.passes().await;
+    assert_eq!(carols_subscription(&mut bob).await, "none");
+    // No subscription request reached bob after the first.
+    while let Some(v) = bob.try_recv(std::time::Duration::from_millis(200)).await {
+        assert_ne!(v["type"], "subscription_request", "{v}");
     }
 }

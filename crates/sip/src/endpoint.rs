@@ -326,6 +326,12 @@ pub struct Endpoint {
     publications: HashMap<String, Publication>,
     out_publications: HashMap<OutKey, OutPublication>,
     last_presence: HashMap<Address, PresenceKind>,
+    /// (local user, SIP watcher) pairs the router approved (a `Subscribed` we were given, no
+    /// `Unsubscribed` since), with the presence last meant for that watcher. A subscription
+    /// dialog ending does not end the approval: a new SUBSCRIBE from the watcher is active at
+    /// once. At most [`Config::max_subscriptions`] pairs; beyond that a new SUBSCRIBE is
+    /// pending until the router answers, as after a restart.
+    approved: HashMap<(Address, Address), Option<PresenceKind>>,
     /// Remote users shown as composing, and when that lapses (RFC 3994 §4 refresh).
     composing: HashMap<(Address, Address), Instant>,
     /// Local users composing towards SIP users: next refresh of "active", and when to stop.
@@ -352,6 +358,7 @@ impl Endpoint {
             publications: HashMap::new(),
             out_publications: HashMap::new(),
             last_presence: HashMap::new(),
+            approved: HashMap::new(),
             composing: HashMap::new(),
             composing_out: HashMap::new(),
         }
@@ -359,6 +366,16 @@ impl Endpoint {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Whether `watcher` holds an active presence subscription dialog to `local` (a NOTIFY
+    /// goes to it on every change).
+    pub fn is_watched_by(&self, local: &Address, watcher: &Address) -> bool {
+        self.notifiers.values().any(|n| {
+            n.state == NotifierState::Active
+                && n.dialog.local == *local
+                && n.dialog.remote == *watcher
+        })
     }
 
     /// Sets the transport new requests to `domain` are built for (their Via, Contact and
@@ -549,12 +566,8 @@ impl Endpoint {
                     reason: Some("timeout".into()),
                     retry_after: None,
                 };
+                // The dialog ends; the watcher's approval stays (no event for the router).
                 self.send_notify(&mut n, state, None, now);
-                self.events.push_back(Event::Subscription(Subscription {
-                    from: n.dialog.remote.clone(),
-                    to: n.dialog.local.clone(),
-                    kind: SubscriptionKind::Unsubscribe,
-                }));
             }
         }
         // Subscriber refreshes and expiries.
@@ -1047,12 +1060,9 @@ impl Endpoint {
                     reason: Some("timeout".into()),
                     retry_after: None,
                 };
+                // The watcher ends the dialog (a logout, say), not its approval: nothing for
+                // the router, and a later SUBSCRIBE is active at once.
                 self.send_notify(&mut n, state, None, now);
-                self.events.push_back(Event::Subscription(Subscription {
-                    from: n.dialog.remote.clone(),
-                    to: n.dialog.local.clone(),
-                    kind: SubscriptionKind::Unsubscribe,
-                }));
             } else {
                 n.expires_at = now + Duration::from_secs(granted.into());
                 self.notify_current(&mut n, now);
@@ -1092,7 +1102,15 @@ impl Endpoint {
                 transport,
                 connection,
             },
-            state: NotifierState::Pending,
+            // A watcher the router approved before (in an earlier dialog) is active at once.
+            state: if self
+                .approved
+                .contains_key(&(presentity.clone(), watcher.clone()))
+            {
+                NotifierState::Active
+            } else {
+                NotifierState::Pending
+            },
             expires_at: now + Duration::from_secs(granted.into()),
             last_sent: None,
         };
@@ -1455,14 +1473,9 @@ impl Endpoint {
                 }));
             }
             Purpose::Notify { dialog } => {
-                // RFC 6665 §4.2.2: a failed NOTIFY ends the subscription.
-                if let Some(n) = self.notifiers.remove(&dialog) {
-                    self.events.push_back(Event::Subscription(Subscription {
-                        from: n.dialog.remote,
-                        to: n.dialog.local,
-                        kind: SubscriptionKind::Unsubscribe,
-                    }));
-                }
+                // RFC 6665 §4.2.2: a failed NOTIFY ends the subscription dialog (the approval
+                // stays: the watcher may subscribe again).
+                self.notifiers.remove(&dialog);
             }
         }
     }
@@ -1527,10 +1540,23 @@ impl Endpoint {
             self.start_subscription(p.from, to, true, now);
             return Ok(());
         }
-        if p.to.is_none() {
-            self.last_presence.insert(p.from.clone(), p.kind.clone());
-            for domain in self.config.publish_domains.clone() {
-                self.publish(p.from.clone(), domain, p.kind.clone(), now);
+        match &p.to {
+            None => {
+                self.last_presence.insert(p.from.clone(), p.kind.clone());
+                for ((local, _), kind) in self.approved.iter_mut() {
+                    if *local == p.from {
+                        *kind = Some(p.kind.clone());
+                    }
+                }
+                for domain in self.config.publish_domains.clone() {
+                    self.publish(p.from.clone(), domain, p.kind.clone(), now);
+                }
+            }
+            Some(to) => {
+                // Kept for the watcher's next dialog, even while it has none.
+                if let Some(kind) = self.approved.get_mut(&(p.from.clone(), to.clone())) {
+                    *kind = Some(p.kind.clone());
+                }
             }
         }
         let keys: Vec<DialogKey> = self
@@ -1591,6 +1617,18 @@ impl Endpoint {
                 }
             }
             SubscriptionKind::Subscribed | SubscriptionKind::Unsubscribed => {
+                let pair = (s.from.clone(), s.to.clone());
+                if s.kind == SubscriptionKind::Unsubscribed {
+                    self.approved.remove(&pair);
+                } else if self.approved.contains_key(&pair)
+                    || self.approved.len() < self.config.max_subscriptions
+                {
+                    let kind = self.last_presence.get(&s.from).cloned();
+                    let entry = self.approved.entry(pair).or_insert(None);
+                    if entry.is_none() {
+                        *entry = kind;
+                    }
+                }
                 let keys: Vec<DialogKey> = self
                     .notifiers
                     .iter()
@@ -1803,7 +1841,12 @@ impl Endpoint {
             }
             NotifierState::Active => {
                 let state = self.active_state(n, now);
-                let kind = self.last_presence.get(&n.dialog.local).cloned();
+                let kind = self
+                    .approved
+                    .get(&(n.dialog.local.clone(), n.dialog.remote.clone()))
+                    .cloned()
+                    .flatten()
+                    .or_else(|| self.last_presence.get(&n.dialog.local).cloned());
                 self.send_notify(n, state, kind.as_ref(), now);
             }
         }
