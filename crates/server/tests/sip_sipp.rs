@@ -237,3 +237,153 @@ async fn a_partner_subscribes_to_presence_and_the_hub_user_approves() {
         assert_ne!(v["type"], "subscription_request", "{v}");
     }
 }
+
+const ADMIN: &str = "Authorization: Bearer sip-links\r\n";
+
+/// The SIP partner's entry in the admin API's partner list.
+async fn partner_entry(server: &Server) -> serde_json::Value {
+    let (status, body) = server
+        .http_with("GET", "/api/v1/admin/partners", None, ADMIN)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["partners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["domain"] == PARTNER)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {PARTNER} in {v}"))
+}
+
+/// Asks the admin API until `pred` holds for the partner's entry; returns it.
+async fn partner_entry_until(
+    server: &Server,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    loop {
+        let entry = partner_entry(server).await;
+        if pred(&entry) {
+            return entry;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the admin API never showed {what}: {entry}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn links_where<'a>(
+    entry: &'a serde_json::Value,
+    pred: impl Fn(&serde_json::Value) -> bool + 'a,
+) -> Vec<&'a serde_json::Value> {
+    entry["links"]
+        .as_array()
+        .map(|l| l.iter().filter(|l| pred(l)).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_admin_api_shows_a_partners_links_and_its_last_error() {
+    // The pinned address is a port nobody listens on.
+    let dead = SocketAddr::from(([127, 0, 0, 1], sip::free_port()));
+    let server = Server::start_listening(
+        &format!(
+            "[admin]\ntoken = \"sip-links\"\n{}",
+            partner_toml(PARTNER, Some(dead), "none")
+        ),
+        "sip = \"127.0.0.1:0\"\n",
+    );
+    let gateway = server.listeners["sip"];
+    let mut bob = server.login("bob").await;
+    let entry = partner_entry(&server).await;
+    assert_eq!(entry["connected"], false, "{entry}");
+    assert!(entry["last_error"].is_null(), "{entry}");
+
+    // carol's side calls in over TCP and over UDP.
+    let mut tcp = sip::TcpPeer::connect(gateway).await;
+    let via = tcp.via();
+    let msg = sip::request(
+        "MESSAGE",
+        "bob@hub.test",
+        "carol@corp-b.test",
+        &via,
+        "Content-Type: text/plain\r\n",
+        "over tcp",
+    );
+    tcp.send(&msg).await.unwrap();
+    let answer = tcp.recv(common::PATIENCE).await.expect("an answer");
+    assert_eq!(answer.status(), Some(200), "{answer}");
+    let udp = sip::UdpPeer::new(gateway).await;
+    let msg = sip::request(
+        "MESSAGE",
+        "bob@hub.test",
+        "carol@corp-b.test",
+        &udp.via(),
+        "Content-Type: text/plain\r\n",
+        "over udp",
+    );
+    udp.send(&msg).await;
+    let answer = udp
+        .final_response(common::PATIENCE)
+        .await
+        .expect("an answer");
+    assert_eq!(answer.status(), Some(200), "{answer}");
+    for body in ["over tcp", "over udp"] {
+        bob.expect(body, |v| v["type"] == "message" && v["body"] == body)
+            .await;
+    }
+    let tcp_peer = tcp.stream.local_addr().unwrap().to_string();
+    let udp_peer = udp.socket.local_addr().unwrap().to_string();
+    let entry = partner_entry(&server).await;
+    assert_eq!(entry["connected"], true, "{entry}");
+    let tcp_links = links_where(&entry, |l| {
+        l["transport"] == "sip-tcp" && l["peer"] == tcp_peer
+    });
+    assert_eq!(tcp_links.len(), 1, "{entry}");
+    assert_eq!(tcp_links[0]["direction"], "inbound");
+    assert_eq!(tcp_links[0]["auth"], "address");
+    assert!(
+        tcp_links[0]["since"]
+            .as_i64()
+            .is_some_and(|s| s > 1_600_000_000),
+        "{entry}"
+    );
+    assert!(tcp_links[0]["last_error"].is_null());
+    let udp_links = links_where(&entry, |l| l["transport"] == "sip-udp");
+    assert_eq!(udp_links.len(), 1, "{entry}");
+    assert_eq!(udp_links[0]["peer"], udp_peer.as_str());
+    assert_eq!(udp_links[0]["direction"], "inbound");
+    assert!(udp_links[0]["since"].as_i64().is_some(), "{entry}");
+
+    // alice writes to carol: over 1300 bytes, so over TCP to the pinned address, refused.
+    let mut alice = server.login("alice").await;
+    let body = format!("long:{}", "z".repeat(2000));
+    let ack = alice.message("e1", "carol@corp-b.test", &body).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    alice
+        .expect("the failure", |v| v["type"] == "error" && v["id"] == "e1")
+        .await;
+    let entry = partner_entry(&server).await;
+    let errors = links_where(&entry, |l| !l["last_error"].is_null());
+    assert_eq!(errors.len(), 1, "{entry}");
+    assert!(errors[0]["since"].is_null(), "{entry}");
+    assert_eq!(errors[0]["transport"], "sip-tcp");
+    assert_eq!(errors[0]["peer"], dead.to_string().as_str());
+    let text = errors[0]["last_error"].as_str().unwrap();
+    assert!(
+        text.contains("cannot connect") && text.contains(&dead.to_string()),
+        "{text}"
+    );
+    assert_eq!(entry["last_error"], text, "{entry}");
+
+    // carol's side hangs up its TCP connection: that link goes.
+    drop(tcp);
+    partner_entry_until(&server, "the TCP link gone", |e| {
+        links_where(e, |l| l["transport"] == "sip-tcp" && !l["since"].is_null()).is_empty()
+    })
+    .await;
+}

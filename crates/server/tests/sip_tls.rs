@@ -52,6 +52,7 @@ fn hub_with(pki: &Pki, partner_address: Option<SocketAddr>, more: &str) -> Serve
         key.display(),
         pki.ca().display()
     );
+    extra.push_str("[admin]\ntoken = \"tls-links\"\n");
     extra.push_str(more);
     extra.push_str(&partner_toml(SECURE, partner_address, "certificate"));
     Server::start_listening(&extra, "sip = \"127.0.0.1:0\"\nsips = \"127.0.0.1:0\"\n")
@@ -130,6 +131,29 @@ async fn a_partner_with_a_valid_certificate_is_heard_and_others_get_403() {
         })
         .await;
     assert_eq!(m["from"], "dave@secure.test");
+    // The admin API shows the link: inbound TLS, authenticated by the certificate.
+    let (status, body) = server
+        .http_with(
+            "GET",
+            "/api/v1/admin/partners",
+            None,
+            "Authorization: Bearer tls-links\r\n",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let partner = &v["partners"][0];
+    assert_eq!(partner["domain"], SECURE, "{v}");
+    assert_eq!(partner["connected"], true, "{v}");
+    let links = partner["links"].as_array().unwrap();
+    assert_eq!(links.len(), 1, "{v}");
+    assert_eq!(links[0]["transport"], "sip-tls");
+    assert_eq!(links[0]["auth"], "certificate");
+    assert_eq!(links[0]["direction"], "inbound");
+    assert_eq!(
+        links[0]["peer"],
+        good.get_ref().0.local_addr().unwrap().to_string().as_str()
+    );
 
     // No certificate at all.
     let mut anonymous = connect(&pki, sips, None).await;

@@ -67,6 +67,22 @@ pub enum Destination {
     },
 }
 
+/// One of our requests that got no answer at all before timer F (see
+/// [`Endpoint::poll_unanswered`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unanswered {
+    /// Where it was sent.
+    pub destination: Destination,
+    /// The domain of its To (the remote user's, except for PUBLISH, which names our own user).
+    pub to_domain: Option<String>,
+    pub method: String,
+    /// How long it waited.
+    pub after: Duration,
+}
+
+/// Unanswered requests kept until the driver polls them.
+pub const MAX_UNANSWERED: usize = 1024;
+
 /// Bytes to put on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
@@ -317,6 +333,8 @@ pub struct Endpoint {
     counter: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    /// Our requests that got no answer in time, for the driver's link state.
+    unanswered: VecDeque<Unanswered>,
     framers: HashMap<ConnectionId, (Transport, StreamFramer)>,
     servers: HashMap<ServerKey, ServerEntry>,
     clients: HashMap<String, ClientEntry>,
@@ -349,6 +367,7 @@ impl Endpoint {
             counter: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            unanswered: VecDeque::new(),
             framers: HashMap::new(),
             servers: HashMap::new(),
             clients: HashMap::new(),
@@ -484,6 +503,34 @@ impl Endpoint {
         self.events.pop_front()
     }
 
+    /// Next request of ours that timed out (timer F) without any answer: the peer is down or
+    /// unreachable. The newest [`MAX_UNANSWERED`] are kept until polled.
+    pub fn poll_unanswered(&mut self) -> Option<Unanswered> {
+        self.unanswered.pop_front()
+    }
+
+    fn note_unanswered(&mut self, entry: &ClientEntry) {
+        let Ok(req) = self.parser.parse_datagram(entry.tx.request()) else {
+            return;
+        };
+        let to_domain = name_addr(&req, "To")
+            .ok()
+            .and_then(|n| uri_to_address(&n.uri).ok())
+            .map(|a| a.domain().to_string());
+        if self.unanswered.len() >= MAX_UNANSWERED {
+            self.unanswered.pop_front();
+        }
+        self.unanswered.push_back(Unanswered {
+            destination: entry.destination.clone(),
+            to_domain,
+            method: req
+                .method()
+                .map(|m| m.as_str().to_string())
+                .unwrap_or_default(),
+            after: self.config.timers.transaction_timeout(),
+        });
+    }
+
     /// When [`Self::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let clients = self.clients.values().filter_map(|c| c.tx.deadline());
@@ -530,6 +577,7 @@ impl Endpoint {
         }
         for branch in timed_out {
             if let Some(entry) = self.clients.remove(&branch) {
+                self.note_unanswered(&entry);
                 self.client_failed(entry.purpose, 408, "Request Timeout", None, now);
             }
         }

@@ -60,7 +60,9 @@ pub mod transaction;
 pub mod wire;
 pub mod xml;
 
-pub use endpoint::{Config, ConnectionId, Destination, Endpoint, SendError, Transmit, Transport};
+pub use endpoint::{
+    Config, ConnectionId, Destination, Endpoint, SendError, Transmit, Transport, Unanswered,
+};
 pub use message::{BuildError, Header, Method, SipMessage, StartLine};
 pub use transaction::Timers;
 pub use wire::{Limits, ParseError, SipParser, SipxParser, StreamDecoder, StreamFramer};

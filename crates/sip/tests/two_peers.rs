@@ -127,6 +127,16 @@ fn udp_request_times_out_after_64_t1_with_retransmissions() {
     assert_eq!(f[0].from, addr("carol@corp-b.test"));
     // 0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5 s.
     assert_eq!(net.sent(Side::A, "MESSAGE").len(), 11);
+    // The driver hears of it, for the link's state.
+    let u = net.a.poll_unanswered().expect("an unanswered request");
+    assert_eq!(u.method, "MESSAGE");
+    assert_eq!(u.to_domain.as_deref(), Some("corp-b.test"));
+    assert_eq!(u.after, Duration::from_secs(32));
+    assert!(
+        matches!(u.destination, entente_sip::Destination::Resolve { ref host, .. } if host == "corp-b.test")
+    );
+    assert_eq!(net.a.poll_unanswered(), None);
+    assert_eq!(net.b.poll_unanswered(), None);
 }
 
 #[test]

@@ -78,6 +78,7 @@ pub(crate) enum Input {
     },
     ConnectFailed {
         key: (SocketAddr, Transport),
+        domain: String,
         error: String,
     },
     /// The answer to an RFC 3263 lookup of `name`.
@@ -102,6 +103,11 @@ pub(crate) struct Link {
     verified: Vec<String>,
     /// Set for connections we opened, to reuse them.
     outbound: Option<(SocketAddr, Transport)>,
+    /// The partner domain the connection speaks for: the one we opened it to, the one its
+    /// certificate is valid for, or the one its first accepted request came from.
+    domain: Option<String>,
+    /// When it opened, seconds since the epoch.
+    since: i64,
 }
 
 /// Who waits for the answer to an incoming MESSAGE.
@@ -257,6 +263,7 @@ async fn accept_loop(
                     None => Vec::new(),
                 };
                 tracing::debug!(%peer, ?verified, "sips connection");
+                let domain = verified.first().cloned();
                 run_link(
                     stream,
                     id,
@@ -264,6 +271,7 @@ async fn accept_loop(
                     Transport::Tls,
                     verified,
                     None,
+                    domain,
                     driver,
                     shared,
                 )
@@ -275,6 +283,7 @@ async fn accept_loop(
                     peer,
                     Transport::Tcp,
                     Vec::new(),
+                    None,
                     None,
                     driver,
                     shared,
@@ -310,6 +319,7 @@ async fn run_link<S>(
     transport: Transport,
     verified: Vec<String>,
     outbound: Option<(SocketAddr, Transport)>,
+    domain: Option<String>,
     driver: mpsc::Sender<Input>,
     shared: Arc<Shared>,
 ) where
@@ -322,6 +332,8 @@ async fn run_link<S>(
         peer,
         verified,
         outbound,
+        domain,
+        since: super::epoch_secs(),
     };
     if driver.send(Input::Opened { id, link }).await.is_err() {
         return;
@@ -363,8 +375,11 @@ async fn connect(
     let (addr, transport) = key;
     let failed = |error: String| {
         let driver = driver.clone();
+        let domain = domain.clone();
         async move {
-            let _ = driver.send(Input::ConnectFailed { key, error }).await;
+            let _ = driver
+                .send(Input::ConnectFailed { key, domain, error })
+                .await;
         }
     };
     let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
@@ -387,6 +402,7 @@ async fn connect(
             transport,
             Vec::new(),
             Some(key),
+            Some(domain),
             driver,
             shared,
         )
@@ -430,6 +446,7 @@ async fn connect(
         transport,
         verified,
         Some(key),
+        Some(domain),
         driver,
         shared,
     )
@@ -523,6 +540,64 @@ impl Driver {
         (driver, tx)
     }
 
+    fn is_tls(&self) -> bool {
+        self.stream_transport == Transport::Tls
+    }
+
+    /// Reports a connection that speaks for `domain` to the admin API's link table.
+    fn link_state(&self, id: u64, link: &Link, domain: String) {
+        let auth = if link.verified.contains(&domain) {
+            "certificate"
+        } else {
+            "address"
+        };
+        let state = crate::router::LinkState {
+            direction: if link.outbound.is_some() {
+                "outbound"
+            } else {
+                "inbound"
+            },
+            transport: super::transport_name(link.transport),
+            auth,
+            peer: Some(link.peer.to_string()),
+            since: Some(link.since),
+            last_error: None,
+            domain,
+        };
+        self.shared.link_opened(self.is_tls(), id, state);
+    }
+
+    /// The partner a response came from: the domain of its To (our requests are addressed
+    /// to the partner's users), or of its request URI's host for PUBLISH.
+    fn responder(&self, msg: &SipMessage) -> Option<String> {
+        let to = headers::name_addr(msg, "To").ok()?;
+        let domain = uri_to_address(&to.uri).ok()?.domain().to_ascii_lowercase();
+        self.shared.partner(&domain).map(|p| p.domain.clone())
+    }
+
+    /// A request of ours that timed out without an answer: the partner's last error.
+    fn note_unanswered(&self, u: entente_sip::Unanswered) {
+        let (transport, peer, host) = match &u.destination {
+            Destination::Datagram(addr) => (Transport::Udp, Some(*addr), None),
+            Destination::Connection(ConnectionId(id)) => match self.links.get(id) {
+                Some(l) => (l.transport, Some(l.peer), l.domain.clone()),
+                None => (self.stream_transport, None, None),
+            },
+            Destination::Resolve {
+                host, transport, ..
+            } => (*transport, None, Some(host.clone())),
+        };
+        let domain = [u.to_domain.as_deref(), host.as_deref()]
+            .into_iter()
+            .flatten()
+            .find_map(|d| self.shared.partner(d).map(|p| p.domain.clone()));
+        let Some(domain) = domain else {
+            return;
+        };
+        let text = format!("no answer to {} within {} s", u.method, u.after.as_secs());
+        self.shared.failed(&domain, transport, peer, text);
+    }
+
     fn host(&self) -> &str {
         &self.ep.config().local_host
     }
@@ -607,11 +682,18 @@ impl Driver {
                         }
                     }
                 }
+                if let Some(domain) = link.domain.clone() {
+                    self.link_state(id, &link, domain);
+                }
                 self.links.insert(id, link);
             }
             Input::Bytes { id, data } => self.on_stream_bytes(id, &data),
             Input::Closed { id } => self.close(id),
-            Input::ConnectFailed { key, error } => self.connect_failed(key, error),
+            Input::ConnectFailed { key, domain, error } => {
+                self.shared
+                    .failed(&domain, key.1, Some(key.0), error.clone());
+                self.connect_failed(key, error)
+            }
             Input::Resolved { name, targets } => self.on_resolved(name, targets),
             Input::Submitted { answer, result } => {
                 if self.inflight.remove(&answer.id).is_some() {
@@ -709,6 +791,9 @@ impl Driver {
 
     fn close(&mut self, id: u64) {
         if let Some(link) = self.links.remove(&id) {
+            if link.domain.is_some() {
+                self.shared.link_closed(self.is_tls(), id);
+            }
             if let Some(key) = link.outbound {
                 if self.outbound.get(&key) == Some(&id) {
                     self.outbound.remove(&key);
@@ -851,6 +936,9 @@ impl Driver {
                 idle = false;
                 self.inbound_event(e);
             }
+            while let Some(u) = self.ep.poll_unanswered() {
+                self.note_unanswered(u);
+            }
             if idle {
                 return;
             }
@@ -903,6 +991,9 @@ impl Driver {
             let index = r.good.min(r.targets.len().saturating_sub(1));
             let Some((addr, transport)) = r.targets.get(index).copied() else {
                 tracing::info!(%name, "no DNS records for this SIP destination");
+                let text = format!("no DNS records (SRV, A or AAAA) for {host}");
+                self.shared
+                    .failed(&target.domain, target.transport, None, text);
                 self.ep.handle_transport_error(&t, now);
                 return;
             };
@@ -912,6 +1003,9 @@ impl Driver {
                 .await;
         }
         let Some(dns) = self.shared.dns.clone() else {
+            let text = "no resolver to look the partner up with".to_string();
+            self.shared
+                .failed(&target.domain, target.transport, None, text);
             self.ep.handle_transport_error(&t, now);
             return;
         };
@@ -963,6 +1057,9 @@ impl Driver {
         };
         if let Err(e) = udp.send_to(&t.payload, addr).await {
             tracing::debug!(%addr, error = %e, "sip udp send");
+            let text = format!("cannot send to {addr}: {e}");
+            self.shared
+                .failed(&domain, Transport::Udp, Some(addr), text);
             self.ep.handle_transport_error(&t, Instant::now());
         }
     }
@@ -1067,6 +1164,12 @@ impl Driver {
                 if msg.is_request() && !self.authorized(&msg, Source::Datagram(from)) {
                     return;
                 }
+                if !msg.is_request() {
+                    if let Some(domain) = self.responder(&msg) {
+                        self.shared.heard_over_udp(&domain, from, false);
+                        self.shared.answered_by(&domain);
+                    }
+                }
                 if let Err(e) = self.ep.handle_datagram(from, data, Instant::now()) {
                     tracing::debug!(%from, error = %e, "sip datagram refused");
                 }
@@ -1104,6 +1207,8 @@ impl Driver {
                         if !self.authorized(&msg, Source::Stream(id)) {
                             continue;
                         }
+                    } else if let Some(domain) = self.responder(&msg) {
+                        self.shared.answered_by(&domain);
                     }
                     let transport = self
                         .links
@@ -1212,6 +1317,7 @@ impl Driver {
             },
         };
         let Some((code, text)) = refusal else {
+            self.heard_from(from.as_ref(), source);
             return true;
         };
         tracing::info!(code, reason = %text, "sip request refused");
@@ -1226,6 +1332,30 @@ impl Driver {
             }
         }
         false
+    }
+
+    /// An accepted request from a partner: its connection now speaks for the partner (the
+    /// first such request tells), or the partner was heard over UDP.
+    fn heard_from(&mut self, from: Option<&Address>, source: Source) {
+        let Some(domain) = from.and_then(|f| self.shared.partner(f.domain())) else {
+            return;
+        };
+        let domain = domain.domain.clone();
+        match source {
+            Source::Datagram(addr) => self.shared.heard_over_udp(&domain, addr, true),
+            Source::Stream(id) => {
+                let Some(link) = self.links.get_mut(&id) else {
+                    return;
+                };
+                if link.domain.is_some() {
+                    return;
+                }
+                link.domain = Some(domain.clone());
+                if let Some(link) = self.links.get(&id) {
+                    self.link_state(id, link, domain);
+                }
+            }
+        }
     }
 
     /// An event from the endpoint, for the router.

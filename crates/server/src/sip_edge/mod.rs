@@ -25,14 +25,15 @@ mod reply;
 
 use crate::anyhow_lite::{msg, Result};
 use crate::config::{Listen, PartnerAuth, PartnerProtocol};
-use crate::router::{Edge, Router};
+use crate::router::{Edge, LinkState, Router};
 use crate::{AppState, Tasks};
 use async_trait::async_trait;
 use entente_model::{DomainKind, ErrorCode, Event};
 use entente_policy::{Origin, Refusal};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 pub use driver::ANSWER_DEADLINE;
@@ -70,12 +71,113 @@ pub(crate) struct Shared {
     /// The configured resolver (`[dns] servers`) for partners without a pinned address;
     /// `None` when it could not be set up.
     pub dns: Option<Arc<crate::dns::Dns>>,
+    /// The partner links the drivers report, for the admin API.
+    pub links: Mutex<LinkTable>,
 }
 
 impl Shared {
     pub fn partner(&self, domain: &str) -> Option<&SipPartner> {
         self.partners.get(&domain.to_ascii_lowercase())
     }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, LinkTable> {
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A stream connection now speaks for a partner domain (`tls`: which driver owns `id`).
+    pub fn link_opened(&self, tls: bool, id: u64, state: LinkState) {
+        self.table().streams.insert((tls, id), state);
+    }
+
+    pub fn link_closed(&self, tls: bool, id: u64) {
+        self.table().streams.remove(&(tls, id));
+    }
+
+    /// A datagram came from a partner: a request (`inbound`) or an answer to ours.
+    pub fn heard_over_udp(&self, domain: &str, peer: SocketAddr, inbound: bool) {
+        let now = Instant::now();
+        let mut table = self.table();
+        let seen = table.udp.entry(domain.to_string()).or_insert(UdpSeen {
+            peer,
+            since: epoch_secs(),
+            last: now,
+            inbound,
+        });
+        if now.duration_since(seen.last) > UDP_RECENT {
+            seen.since = epoch_secs();
+        }
+        seen.last = now;
+        seen.peer = peer;
+        seen.inbound = inbound;
+    }
+
+    /// A partner answered one of our requests: its last error is over.
+    pub fn answered_by(&self, domain: &str) {
+        self.table().errors.remove(domain);
+    }
+
+    /// A request to a partner failed (no answer, connection refused, TLS, DNS).
+    pub fn failed(
+        &self,
+        domain: &str,
+        transport: entente_sip::Transport,
+        peer: Option<SocketAddr>,
+        text: String,
+    ) {
+        let mut table = self.table();
+        if table.errors.len() >= MAX_LINK_ERRORS && !table.errors.contains_key(domain) {
+            return;
+        }
+        table.errors.insert(
+            domain.to_string(),
+            LinkError {
+                text,
+                transport: transport_name(transport),
+                peer,
+            },
+        );
+    }
+}
+
+/// A partner heard over UDP within this long counts as linked.
+pub(crate) const UDP_RECENT: Duration = Duration::from_secs(300);
+/// Partner domains with a last error kept, at most (partners are configured, so few).
+const MAX_LINK_ERRORS: usize = 10_000;
+
+/// What the drivers know of their partner links, for [`Edge::links`].
+#[derive(Default)]
+pub(crate) struct LinkTable {
+    /// Stream connections that speak for a partner domain, by (TLS driver?, connection id).
+    streams: HashMap<(bool, u64), LinkState>,
+    /// Partners heard over UDP, by domain.
+    udp: HashMap<String, UdpSeen>,
+    /// The last failure of a request to each partner domain, until it answers again.
+    errors: HashMap<String, LinkError>,
+}
+
+struct UdpSeen {
+    peer: SocketAddr,
+    since: i64,
+    last: Instant,
+    inbound: bool,
+}
+
+struct LinkError {
+    text: String,
+    transport: &'static str,
+    peer: Option<SocketAddr>,
+}
+
+pub(crate) fn transport_name(t: entente_sip::Transport) -> &'static str {
+    match t {
+        entente_sip::Transport::Udp => "sip-udp",
+        entente_sip::Transport::Tcp => "sip-tcp",
+        entente_sip::Transport::Tls => "sip-tls",
+    }
+}
+
+pub(crate) fn epoch_secs() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// Starts the edge's listeners (sip, sips) and registers it as the owner of its partners' domains.
@@ -137,6 +239,7 @@ pub async fn start(state: &AppState, listeners: &Listen, tasks: &mut Tasks) -> R
         shutdown: state.shutdown.clone(),
         certificate_domains,
         dns,
+        links: Mutex::new(LinkTable::default()),
     });
     let settings = driver::Settings {
         hub_domain: state.router.hub_domain().to_string(),
@@ -258,6 +361,41 @@ impl Edge for SipEdge {
 
     fn kind(&self) -> DomainKind {
         DomainKind::Sip
+    }
+
+    fn links(&self) -> Vec<LinkState> {
+        let table = self.shared.table();
+        let mut out: Vec<LinkState> = table.streams.values().cloned().collect();
+        for (domain, seen) in &table.udp {
+            if seen.last.elapsed() <= UDP_RECENT {
+                out.push(LinkState {
+                    domain: domain.clone(),
+                    direction: if seen.inbound { "inbound" } else { "outbound" },
+                    transport: "sip-udp",
+                    auth: "address",
+                    peer: Some(seen.peer.to_string()),
+                    since: Some(seen.since),
+                    last_error: None,
+                });
+            }
+        }
+        for (domain, e) in &table.errors {
+            let auth = match self.shared.partner(domain).map(|p| p.auth) {
+                Some(SipAuth::Certificate) => "certificate",
+                _ => "address",
+            };
+            out.push(LinkState {
+                domain: domain.clone(),
+                direction: "outbound",
+                transport: e.transport,
+                auth,
+                peer: e.peer.map(|p| p.to_string()),
+                since: None,
+                last_error: Some(e.text.clone()),
+            });
+        }
+        out.sort_by(|a, b| a.domain.cmp(&b.domain).then(a.since.cmp(&b.since)));
+        out
     }
 
     async fn deliver(&self, event: Event) -> std::result::Result<(), Refusal> {
