@@ -27,6 +27,16 @@ jid, password, host, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
 
+def condition_of(error):
+    """The defined condition of a stanza error, read from the XML: slixmpp's own `condition` only
+    knows RFC 3920's list, so RFC 6120's `policy-violation` would come out empty."""
+    for child in error.xml:
+        namespace, _, name = child.tag.partition("}")
+        if namespace == "{urn:ietf:params:xml:ns:xmpp-stanzas" and name != "text":
+            return name
+    return ""
+
+
 def emit(**fields):
     if "from_" in fields:
         fields["from"] = fields.pop("from_")
@@ -71,7 +81,7 @@ class Client(slixmpp.ClientXMPP):
 
     def on_message_error(self, msg):
         emit(event="message_error", from_=msg["from"].bare, id=msg["id"],
-             condition=msg["error"]["condition"], text=msg["error"]["text"])
+             condition=condition_of(msg["error"]), text=msg["error"]["text"])
 
     def on_presence(self, pres):
         # slixmpp reports an available presence's <show> as its type.
