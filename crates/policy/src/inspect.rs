@@ -156,9 +156,9 @@ impl Verdict {
     pub fn refusal(&self) -> Option<Refusal> {
         match self {
             Verdict::Allow | Verdict::Tag(_) => None,
-            Verdict::Quarantine(rule) => Some(Refusal::new(
+            Verdict::Quarantine(rule) => Some(Refusal::held(
                 ErrorCode::PolicyViolation,
-                format!("message held by content rule {rule}"),
+                format!("message held for review by content rule {rule}"),
             )),
             Verdict::Reject(rule) => Some(Refusal::new(
                 ErrorCode::PolicyViolation,

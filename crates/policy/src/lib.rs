@@ -168,6 +168,8 @@ pub struct PolicyConfig {
 pub struct Refusal {
     pub code: ErrorCode,
     pub text: String,
+    /// The message is not delivered but kept for an administrator (quarantine).
+    pub held: bool,
 }
 
 impl Refusal {
@@ -175,6 +177,15 @@ impl Refusal {
         Refusal {
             code,
             text: text.into(),
+            held: false,
+        }
+    }
+
+    /// A refusal whose message is held for an administrator to release or discard.
+    pub fn held(code: ErrorCode, text: impl Into<String>) -> Refusal {
+        Refusal {
+            held: true,
+            ..Refusal::new(code, text)
         }
     }
 }

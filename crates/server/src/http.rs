@@ -38,6 +38,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/admin/quarantines/release", post(admin_release))
         .route("/api/v1/admin/policy/reload", post(admin_reload))
         .route("/api/v1/admin/partners", get(admin_partners))
+        .route("/api/v1/admin/held", get(admin_held))
         .route("/api/v1/admin/audit", get(admin_audit))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -176,6 +177,51 @@ async fn admin_quarantines(State(state): State<AppState>, headers: HeaderMap) ->
 #[derive(Deserialize)]
 struct Release {
     sender: String,
+    /// Deliver the sender's held messages (true) or discard them (false, the default).
+    #[serde(default)]
+    deliver: bool,
+}
+
+#[derive(Deserialize)]
+struct HeldQuery {
+    sender: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Messages held by quarantine, oldest first.
+async fn admin_held(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<HeldQuery>,
+) -> Response {
+    if let Err(r) = admin_allowed(&state, &headers) {
+        return r;
+    }
+    let sender = match q.sender.as_deref().map(|s| state.router.parse_address(s)) {
+        Some(Err(r)) => return error(StatusCode::BAD_REQUEST, &r.text),
+        Some(Ok(a)) => Some(a),
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(1000).min(100_000);
+    match state.router.store().held(sender.as_ref(), limit).await {
+        Ok(held) => {
+            let items: Vec<_> = held
+                .iter()
+                .map(|m| {
+                    json!({
+                        "hold": m.seq,
+                        "sender": m.from,
+                        "recipient": m.to,
+                        "id": m.id,
+                        "body": m.body,
+                        "ts": (m.ts.unix_timestamp_nanos() / 1_000_000) as i64,
+                    })
+                })
+                .collect();
+            Json(json!({"held": items})).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
 }
 
 async fn admin_release(
@@ -189,16 +235,32 @@ async fn admin_release(
     let Some(Json(req)) = body else {
         return error(StatusCode::BAD_REQUEST, "expected {\"sender\": ADDRESS}");
     };
-    let sender = match state.router.parse_address(&req.sender) {
-        Ok(a) => a.to_string(),
+    let address = match state.router.parse_address(&req.sender) {
+        Ok(a) => a,
         Err(r) => return error(StatusCode::BAD_REQUEST, &r.text),
     };
-    if state.router.release(&sender) {
-        tracing::info!(%sender, "quarantine released by an administrator");
-        Json(json!({"released": sender})).into_response()
-    } else {
-        error(StatusCode::NOT_FOUND, "that sender is not quarantined")
+    let sender = address.to_string();
+    let was_quarantined = state.router.release(&sender);
+    let (delivered, refused, discarded) =
+        match state.router.release_held(&address, req.deliver).await {
+            Ok(counts) => counts,
+            Err(r) => return error(StatusCode::INTERNAL_SERVER_ERROR, &r.text),
+        };
+    if !was_quarantined && delivered + refused + discarded == 0 {
+        return error(
+            StatusCode::NOT_FOUND,
+            "that sender is not quarantined and has no held messages",
+        );
     }
+    tracing::info!(%sender, delivered, discarded, "quarantine released by an administrator");
+    Json(json!({
+        "released": sender,
+        "was_quarantined": was_quarantined,
+        "delivered": delivered,
+        "refused": refused,
+        "discarded": discarded,
+    }))
+    .into_response()
 }
 
 async fn admin_reload(State(state): State<AppState>, headers: HeaderMap) -> Response {

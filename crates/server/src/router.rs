@@ -403,8 +403,89 @@ impl Router {
             .release(sender)
     }
 
-    /// Content rules, then outbreak containment: a quarantined sender or blocked content is
-    /// refused, and a sender who trips the detector is refused from that message on.
+    async fn hold(&self, m: &Message, reason: &str) -> Result<(), Refusal> {
+        let queued = QueuedMessage {
+            seq: 0,
+            to: m.to.clone(),
+            from: m.from.clone(),
+            id: m.id.clone(),
+            body: m.body.clone(),
+            thread: m.thread.clone(),
+            ts: m.ts,
+        };
+        self.store.hold(&queued, reason).await.map_err(internal)?;
+        metrics::counter!("entente_messages_held_total").increment(1);
+        Ok(())
+    }
+
+    /// Ends the hold on `sender`'s messages: with `deliver`, each is routed as sent (content
+    /// rules and outbreak containment are not applied again: an administrator decided), else
+    /// they are discarded. Returns (delivered, refused on the way, discarded).
+    pub async fn release_held(
+        &self,
+        sender: &Address,
+        deliver: bool,
+    ) -> Result<(usize, usize, usize), Refusal> {
+        let held = self.store.take_held(sender).await.map_err(internal)?;
+        if !deliver {
+            for m in &held {
+                self.audit_held(m, "discarded").await;
+            }
+            return Ok((0, 0, held.len()));
+        }
+        let origin = if self.is_local(sender) {
+            Origin::Hub
+        } else {
+            Origin::Partner {
+                domain: sender.domain().to_string(),
+            }
+        };
+        let (mut delivered, mut refused) = (0, 0);
+        for q in held {
+            let m = Message {
+                id: q.id.clone(),
+                from: q.from.clone(),
+                to: q.to.clone(),
+                body: q.body.clone(),
+                thread: q.thread.clone(),
+                ts: q.ts,
+            };
+            match self.submit_inner(&origin, Event::Message(m), false).await {
+                Ok(()) => {
+                    delivered += 1;
+                    self.audit_held(&q, "released").await;
+                }
+                Err(e) => {
+                    refused += 1;
+                    tracing::info!(error = %e, "a released message could not be delivered");
+                    self.audit_held(&q, "refused").await;
+                }
+            }
+        }
+        Ok((delivered, refused, 0))
+    }
+
+    async fn audit_held(&self, m: &QueuedMessage, action: &str) {
+        let entry = entente_store::AuditEntry {
+            ts: (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
+            kind: "message".into(),
+            sender: m.from.to_string(),
+            recipient: m.to.to_string(),
+            action: action.into(),
+            rule: Some("administrator".into()),
+            body: self
+                .audit_bodies
+                .load(Ordering::Relaxed)
+                .then(|| m.body.clone()),
+        };
+        if let Err(e) = self.store.audit(&entry).await {
+            tracing::error!(error = %e, "could not write the audit archive");
+        }
+    }
+
+    /// Content rules, then outbreak containment: what a quarantined sender sends is held (as is
+    /// the message that trips the detector, and what a `quarantine` rule catches), and content
+    /// blocked network-wide is refused.
     fn protect(&self, m: &Message) -> Result<(), Refusal> {
         let inspector = self
             .inspector
@@ -428,9 +509,9 @@ impl Router {
         let sender = m.from.to_string();
         let mut outbreak = self.outbreak.lock().unwrap_or_else(|e| e.into_inner());
         if outbreak.is_quarantined(&sender, now) {
-            return Err(Refusal::new(
+            return Err(Refusal::held(
                 ErrorCode::PolicyViolation,
-                "outbreak containment: you are quarantined after a suspected worm outbreak; an administrator must release you",
+                "outbreak containment: you are quarantined after a suspected worm outbreak; your messages are held until an administrator releases you",
             ));
         }
         let fingerprints = Fingerprint::of_message(&m.body, 32);
@@ -450,9 +531,9 @@ impl Router {
             }
         }
         if tripped {
-            return Err(Refusal::new(
+            return Err(Refusal::held(
                 ErrorCode::PolicyViolation,
-                "outbreak containment: the same content went to too many recipients; you are quarantined",
+                "outbreak containment: the same content went to too many recipients; you are quarantined and your messages are held",
             ));
         }
         Ok(())
@@ -670,7 +751,7 @@ impl Router {
             Event::Message(m) => Some(m.clone()),
             _ => None,
         };
-        let result = self.submit_inner(&origin, event).await;
+        let result = self.submit_inner(&origin, event, true).await;
         if let Some(m) = audited {
             self.audit_message(&m, &result).await;
         }
@@ -707,6 +788,7 @@ impl Router {
         }
         let (action, rule) = match result {
             Ok(()) => ("accepted", None),
+            Err(r) if r.held => ("held", Some(format!("{}: {}", r.code, r.text))),
             Err(r) => ("refused", Some(format!("{}: {}", r.code, r.text))),
         };
         let entry = entente_store::AuditEntry {
@@ -731,7 +813,12 @@ impl Router {
         self.audit_bodies.store(keep, Ordering::Relaxed);
     }
 
-    async fn submit_inner(&self, origin: &Origin, mut event: Event) -> Result<(), Refusal> {
+    async fn submit_inner(
+        &self,
+        origin: &Origin,
+        mut event: Event,
+        protect: bool,
+    ) -> Result<(), Refusal> {
         let (from, to) = event.addresses_mut();
         *from = self.normalize(from.clone())?;
         if let Some(to) = to {
@@ -745,8 +832,13 @@ impl Router {
         if let Origin::Partner { domain } = origin {
             self.check_stranger(&event, domain).await?;
         }
-        if let Event::Message(m) = &event {
-            self.protect(m)?;
+        if let (Event::Message(m), true) = (&event, protect) {
+            if let Err(refusal) = self.protect(m) {
+                if refusal.held {
+                    self.hold(m, &refusal.text).await?;
+                }
+                return Err(refusal);
+            }
         }
         if let Origin::Partner { .. } = origin {
             if self.is_local(event.from()) {

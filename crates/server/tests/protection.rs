@@ -191,18 +191,42 @@ async fn a_worm_outbreak_is_contained_within_three_messages() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("patient-zero@hub.test"), "{body}");
-    let release = r#"{"sender":"patient-zero@hub.test"}"#;
+    // Everything the quarantined sender sent from the third worm message on is held: the
+    // eighteen worm messages and the "hello" after them.
+    let (status, body) = s
+        .http_with(
+            "GET",
+            "/api/v1/admin/held?sender=patient-zero%40hub.test",
+            None,
+            auth,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let held: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let held = held["held"].as_array().unwrap();
+    assert_eq!(held.len(), 19, "{body}");
     assert_eq!(
-        s.http_with(
+        held.iter().filter(|m| m["body"] == link).count(),
+        18,
+        "{body}"
+    );
+    assert!(held
+        .iter()
+        .all(|m| !delivered.contains(&m["recipient"].as_str().unwrap().to_string())));
+    // Released without delivery: the held messages are discarded.
+    let release = r#"{"sender":"patient-zero@hub.test"}"#;
+    let (status, body) = s
+        .http_with(
             "POST",
             "/api/v1/admin/quarantines/release",
             Some(release),
-            auth
+            auth,
         )
-        .await
-        .0,
-        200
-    );
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["discarded"], 19, "{answer}");
+    assert_eq!(answer["delivered"], 0, "{answer}");
     assert_eq!(
         s.http_with(
             "POST",
@@ -237,12 +261,19 @@ async fn a_worm_outbreak_is_contained_within_three_messages() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let refused = entries.iter().filter(|e| e["action"] == "refused").count();
-    assert!(refused >= 18, "{refused} refusals archived: {lines}");
+    let held = entries.iter().filter(|e| e["action"] == "held").count();
+    assert_eq!(held, 19, "{held} held messages archived: {lines}");
     assert!(entries
         .iter()
-        .filter(|e| e["action"] == "refused")
+        .filter(|e| e["action"] == "held" || e["action"] == "refused")
         .all(|e| e["rule"].as_str().unwrap().contains("outbreak")));
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e["action"] == "discarded")
+            .count(),
+        19
+    );
     assert!(entries
         .iter()
         .all(|e| e["body"].is_string() && e["ts"].as_i64().is_some()));
@@ -254,6 +285,49 @@ async fn a_worm_outbreak_is_contained_within_three_messages() {
         body.contains("corp-a.test") && body.contains("corp-b.test"),
         "{body}"
     );
+}
+
+/// A `quarantine` content rule holds the message: the sender is told, the recipient gets
+/// nothing, and an administrator's release with delivery sends it on as it was.
+#[tokio::test]
+async fn a_quarantine_rule_holds_until_an_administrator_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.txt");
+    std::fs::write(&rules, "set inspect_hub true\nquarantine keyword invoice\n").unwrap();
+    let s = server(&format!(
+        "[protection]\nrules = \"{}\"\n[admin]\ntoken = \"t0k3n\"\n",
+        rules.display()
+    ));
+    let auth = "Authorization: Bearer t0k3n\r\n";
+    let mut bob = s.login("bob").await;
+    bob.expect_type("roster").await;
+    let mut alice = s.login("alice").await;
+    let e = alice
+        .message("q1", "bob@hub.test", "your invoice is attached")
+        .await;
+    assert_eq!(e["code"], "policy_violation", "{e}");
+    assert!(e["text"].as_str().unwrap().contains("held"), "{e}");
+    assert!(bob
+        .try_recv(std::time::Duration::from_millis(300))
+        .await
+        .is_none_or(|v| v["type"] != "message"));
+    let (_, body) = s.http_with("GET", "/api/v1/admin/held", None, auth).await;
+    assert!(body.contains("your invoice is attached"), "{body}");
+    let (status, body) = s
+        .http_with(
+            "POST",
+            "/api/v1/admin/quarantines/release",
+            Some(r#"{"sender":"alice@hub.test","deliver":true}"#),
+            auth,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"delivered\":1"), "{body}");
+    let m = bob.expect_type("message").await;
+    assert_eq!(m["body"], "your invoice is attached");
+    assert_eq!(m["from"], "alice@hub.test");
+    let (_, body) = s.http_with("GET", "/api/v1/admin/held", None, auth).await;
+    assert_eq!(body, r#"{"held":[]}"#);
 }
 
 #[tokio::test]

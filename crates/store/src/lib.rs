@@ -189,6 +189,12 @@ pub trait Store: Send + Sync + 'static {
     async fn dequeue(&self, to: &Address, seq: i64) -> Result<()>;
     /// Removes several delivered messages in one transaction.
     async fn dequeue_many(&self, to: &Address, seqs: &[i64]) -> Result<()>;
+    /// Holds a message (outbreak containment) with the reason; returns its number.
+    async fn hold(&self, msg: &QueuedMessage, reason: &str) -> Result<i64>;
+    /// Held messages (`seq` is the hold number), optionally only `sender`'s, oldest first.
+    async fn held(&self, sender: Option<&Address>, limit: u32) -> Result<Vec<QueuedMessage>>;
+    /// Removes and returns every message held from `sender`, oldest first.
+    async fn take_held(&self, sender: &Address) -> Result<Vec<QueuedMessage>>;
     async fn audit(&self, entry: &AuditEntry) -> Result<()>;
     /// Entries at or after `since` (ms), optionally only from `sender`, oldest first.
     async fn audit_since(

@@ -438,6 +438,53 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn hold(&self, msg: &QueuedMessage, reason: &str) -> Result<i64> {
+        let res = sqlx::query(
+            "INSERT INTO held (ts, sender, recipient, msg_id, body, thread, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(millis(msg.ts))
+        .bind(msg.from.to_string())
+        .bind(msg.to.to_string())
+        .bind(&msg.id)
+        .bind(&msg.body)
+        .bind(&msg.thread)
+        .bind(reason)
+        .execute(&self.writer)
+        .await?;
+        Ok(res.last_insert_rowid())
+    }
+
+    async fn held(&self, sender: Option<&Address>, limit: u32) -> Result<Vec<QueuedMessage>> {
+        let sender = sender.map(|s| s.to_string());
+        let rows = sqlx::query(
+            "SELECT id AS seq, recipient, sender, msg_id, body, thread, ts FROM held
+             WHERE (? IS NULL OR sender = ?) ORDER BY id LIMIT ?",
+        )
+        .bind(&sender)
+        .bind(&sender)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(queued).collect()
+    }
+
+    async fn take_held(&self, sender: &Address) -> Result<Vec<QueuedMessage>> {
+        let mut tx = self.writer.begin().await?;
+        let rows = sqlx::query(
+            "SELECT id AS seq, recipient, sender, msg_id, body, thread, ts FROM held
+             WHERE sender = ? ORDER BY id",
+        )
+        .bind(sender.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM held WHERE sender = ?")
+            .bind(sender.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        rows.iter().map(queued).collect()
+    }
+
     async fn audit_prune(&self, before: i64) -> Result<u64> {
         let res = sqlx::query("DELETE FROM audit WHERE ts < ?")
             .bind(before)
@@ -539,6 +586,42 @@ mod tests {
         assert!(!s.unblock(&owner, &a("bob@hub.example")).await.unwrap());
         s.remove_account("alice", "hub.example").await.unwrap();
         assert!(s.all_blocks().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn held_messages_are_listed_and_taken_per_sender() {
+        let (_d, s) = store().await;
+        let m = |from: &str, body: &str| QueuedMessage {
+            seq: 0,
+            to: a("bob@hub.example"),
+            from: a(from),
+            id: "m".into(),
+            body: body.into(),
+            thread: None,
+            ts: OffsetDateTime::now_utc(),
+        };
+        s.hold(&m("worm@hub.example", "one"), "outbreak")
+            .await
+            .unwrap();
+        s.hold(&m("other@corp.example", "x"), "outbreak")
+            .await
+            .unwrap();
+        s.hold(&m("worm@hub.example", "two"), "outbreak")
+            .await
+            .unwrap();
+        assert_eq!(s.held(None, 10).await.unwrap().len(), 3);
+        let worm = a("worm@hub.example");
+        let mine: Vec<String> = s
+            .held(Some(&worm), 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.body)
+            .collect();
+        assert_eq!(mine, ["one", "two"]);
+        assert_eq!(s.take_held(&worm).await.unwrap().len(), 2);
+        assert!(s.take_held(&worm).await.unwrap().is_empty());
+        assert_eq!(s.held(None, 10).await.unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -55,7 +55,6 @@ class Client(slixmpp.ClientXMPP):
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0085")
         self.register_plugin("xep_0199")
-        self.register_plugin("xep_0191")
         self.add_event_handler("session_start", self.start)
         self.add_event_handler("failed_auth", lambda *_: (emit(event="auth_failed"), self.disconnect()))
         self.add_event_handler("message", self.on_message)
@@ -131,7 +130,10 @@ async def _query(self, cmd, to):
             await self["xep_0199"].send_ping(to, timeout=10)
             emit(event="pong", from_=to)
         elif cmd in ("block", "unblock"):
-            # XEP-0191 on the user's own server.
+            # XEP-0191 on the user's own server. The plugin is loaded only here: loaded at start,
+            # slixmpp's session ended during the disco#info and ping exchange of xmpp_prosody.
+            if "xep_0191" not in self.plugin:
+                self.register_plugin("xep_0191")
             await getattr(self["xep_0191"], cmd)([to], timeout=10)
             emit(event=cmd + "ed", jid=to)
         else:
