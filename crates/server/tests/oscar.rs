@@ -253,14 +253,18 @@ async fn a_deny_list_item_blocks_for_every_protocol() {
         class: feedbag::class::DENY,
         attrs: TlvList::new(),
     }];
-    erin.snac(&feedbag::InsertItems { items: deny.clone() })
-        .await;
+    erin.snac(&feedbag::InsertItems {
+        items: deny.clone(),
+    })
+    .await;
     let status: feedbag::Status = erin.expect(0x13, 0x0E).await.body_as().unwrap();
     assert_eq!(status.codes, vec![0]);
     // The store took the change once the status came back; the router applies it in order.
     let mut refused = None;
     for i in 0..50 {
-        let a = mallory.message(&format!("m{i}"), "erin@hub.test", "psst").await;
+        let a = mallory
+            .message(&format!("m{i}"), "erin@hub.test", "psst")
+            .await;
         if a["type"] == "error" {
             refused = Some(a);
             break;
@@ -296,4 +300,30 @@ async fn a_deny_list_item_blocks_for_every_protocol() {
         "ack"
     );
     assert_eq!(erin.incoming_im().await.1, "hello");
+}
+
+/// An AIM user over the per-sender message rate gets OSCAR's own rate error for each IM over it.
+#[tokio::test]
+async fn an_aim_flood_gets_the_rate_error() {
+    let s = Server::start_listening("[limits]\nsender_rate = 0.05\nsender_burst = 2\n", OSCAR);
+    assert_eq!(s.register("hank", PW).await, 201);
+    let mut ivy = web(&s, "ivy").await;
+    let mut hank = sign_on(&s, "hank", PW).await.unwrap();
+    hank.im("ivy", "one").await;
+    hank.im("ivy", "two").await;
+    let rid = hank.im("ivy", "three").await;
+    let err = hank.expect(4, 1).await;
+    assert_eq!(err.header.request_id, rid);
+    let code = entente_oscar::SnacError::decode_body(&err.body)
+        .unwrap()
+        .code;
+    assert_eq!(code, entente_oscar::SnacErrorCode::RateToHost as u16);
+    for body in ["one", "two"] {
+        ivy.expect(body, |v| v["type"] == "message" && v["body"] == body)
+            .await;
+    }
+    assert!(ivy
+        .try_recv(Duration::from_millis(300))
+        .await
+        .is_none_or(|v| v["type"] != "message"));
 }

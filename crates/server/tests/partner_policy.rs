@@ -264,3 +264,43 @@ async fn blocks_hold_both_ways_across_xmpp() {
         "a message crossed the block"
     );
 }
+
+/// A Prosody user over the per-sender message rate gets the XMPP rate error,
+/// `resource-constraint`, for each message over it.
+#[tokio::test]
+async fn an_xmpp_flood_gets_resource_constraint() {
+    use xmpp::{free_port, require, Certs, Mode, Prosody, XmppClient, CORP};
+    require("runuser");
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = Certs::make(certs_dir.path(), Mode::Dialback);
+    let prosody_s2s = free_port();
+    let extra = format!(
+        "[limits]\nsender_rate = 0.05\nsender_burst = 2\n[[partner]]\ndomain = \"{CORP}\"\nprotocol = \"xmpp\"\naddress = \"127.0.0.1:{prosody_s2s}\"\nauth = \"dialback\"\n"
+    );
+    let server = Server::start_listening(&extra, "xmpp_s2s = \"127.0.0.1:0\"\n");
+    let prosody = Prosody::start(
+        Mode::Dialback,
+        &certs,
+        prosody_s2s,
+        server.listeners["xmpp_s2s"].port(),
+    );
+    let mut alice = XmppClient::connect("alice", &prosody);
+    let mut bob = server.login("bob").await;
+    bob.expect_type("roster").await;
+    for i in 0..4 {
+        alice.send(json!({"cmd": "message", "to": "bob@hub.test", "body": format!("n{i}"), "id": format!("x{i}")}));
+    }
+    for i in 2..4 {
+        let e = alice.expect("a rate error", |v| v["event"] == "message_error");
+        assert_eq!(e["condition"], "resource-constraint", "{e}");
+        assert_eq!(e["id"], format!("x{i}"), "{e}");
+    }
+    for body in ["n0", "n1"] {
+        bob.expect(body, |v| v["type"] == "message" && v["body"] == body)
+            .await;
+    }
+    assert!(bob
+        .try_recv(Duration::from_millis(300))
+        .await
+        .is_none_or(|v| v["type"] != "message"));
+}
