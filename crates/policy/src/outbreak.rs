@@ -35,6 +35,18 @@ impl fmt::Display for Fingerprint {
 }
 
 impl Fingerprint {
+    /// Reads the hex form [`Display`](fmt::Display) writes.
+    pub fn from_hex(text: &str) -> Option<Fingerprint> {
+        if text.len() != 32 || !text.is_ascii() {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Fingerprint(out))
+    }
+
     fn digest(domain: &[u8], data: &[u8]) -> Fingerprint {
         let mut h = Sha256::new();
         h.update(domain);
@@ -254,6 +266,20 @@ impl Outbreak {
     pub fn release(&mut self, sender: &str) -> bool {
         self.tracks.retain(|(s, _), _| s != sender);
         self.quarantined.remove(sender).is_some()
+    }
+
+    /// Re-instates a quarantine read back from storage (after a restart).
+    pub fn restore_quarantine(&mut self, sender: &str, until: Instant, now: Instant) {
+        if now < until {
+            self.contain_sender(sender, until, now);
+        }
+    }
+
+    /// Re-instates a network-wide block read back from storage.
+    pub fn restore_block(&mut self, fingerprint: Fingerprint, until: Instant, now: Instant) {
+        if now < until {
+            self.contain_fingerprint(fingerprint, until, now);
+        }
     }
 
     /// Lifts a network-wide block. True when it was blocked.

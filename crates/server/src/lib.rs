@@ -180,6 +180,18 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow_lite::
         .await
         .map_err(|e| anyhow_lite::msg(format!("cannot read block lists: {e}")))?;
     router.set_protection(content_rules(&config)?, outbreak_settings(&config));
+    match router.load_containment().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            n,
+            "outbreak containment from before the restart is in force"
+        ),
+        Err(e) => {
+            return Err(anyhow_lite::msg(format!(
+                "cannot read outbreak containment: {e}"
+            )))
+        }
+    }
     router.set_audit_bodies(config.protection.audit_bodies);
     {
         // Audit retention: prune at start and every hour.

@@ -403,6 +403,56 @@ impl Router {
             .release(sender)
     }
 
+    /// Writes a tripped detector's quarantine and block to the store, so that they outlive a
+    /// restart.
+    async fn persist_containment(&self, alert: &entente_policy::Alert) {
+        let now = std::time::Instant::now();
+        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let until = |at: std::time::Instant| {
+            now_ms
+                + at.saturating_duration_since(now)
+                    .as_millis()
+                    .min(i64::MAX as u128) as i64
+        };
+        let writes = [
+            (
+                "sender",
+                alert.sender.clone(),
+                until(alert.quarantined_until),
+            ),
+            (
+                "fingerprint",
+                alert.fingerprint.to_string(),
+                until(alert.blocked_until),
+            ),
+        ];
+        for (kind, key, until) in writes {
+            if let Err(e) = self.store.contain(kind, &key, until).await {
+                tracing::error!(error = %e, "could not record an outbreak containment");
+            }
+        }
+    }
+
+    /// Re-instates the quarantines and blocks recorded before a restart.
+    pub async fn load_containment(&self) -> Result<usize, StoreError> {
+        let now = std::time::Instant::now();
+        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let rows = self.store.containments(now_ms).await?;
+        let mut outbreak = self.outbreak.lock().unwrap_or_else(|e| e.into_inner());
+        for (kind, key, until) in &rows {
+            let at = now + std::time::Duration::from_millis((until - now_ms).max(0) as u64);
+            match kind.as_str() {
+                "sender" => outbreak.restore_quarantine(key, at, now),
+                "fingerprint" => match Fingerprint::from_hex(key) {
+                    Some(fp) => outbreak.restore_block(fp, at, now),
+                    None => tracing::warn!(key, "unreadable fingerprint in the store"),
+                },
+                other => tracing::warn!(kind = other, "unknown containment kind in the store"),
+            }
+        }
+        Ok(rows.len())
+    }
+
     async fn hold(&self, m: &Message, reason: &str) -> Result<(), Refusal> {
         let queued = QueuedMessage {
             seq: 0,
@@ -426,6 +476,10 @@ impl Router {
         sender: &Address,
         deliver: bool,
     ) -> Result<(usize, usize, usize), Refusal> {
+        self.store
+            .lift("sender", &sender.to_string())
+            .await
+            .map_err(internal)?;
         let held = self.store.take_held(sender).await.map_err(internal)?;
         if !deliver {
             for m in &held {
@@ -486,7 +540,7 @@ impl Router {
     /// Content rules, then outbreak containment: what a quarantined sender sends is held (as is
     /// the message that trips the detector, and what a `quarantine` rule catches), and content
     /// blocked network-wide is refused.
-    fn protect(&self, m: &Message) -> Result<(), Refusal> {
+    fn protect(&self, m: &Message, alerts: &mut Vec<entente_policy::Alert>) -> Result<(), Refusal> {
         let inspector = self
             .inspector
             .read()
@@ -526,6 +580,7 @@ impl Router {
         for fp in fingerprints {
             if let Some(alert) = outbreak.observe(&sender, &recipient, fp, now) {
                 tripped = true;
+                alerts.push(alert.clone());
                 metrics::counter!("entente_outbreak_alerts_total").increment(1);
                 tracing::warn!(sender = %alert.sender, fingerprint = ?alert.fingerprint, recipients = alert.recipients.len(), "outbreak: sender quarantined, content blocked");
             }
@@ -833,7 +888,12 @@ impl Router {
             self.check_stranger(&event, domain).await?;
         }
         if let (Event::Message(m), true) = (&event, protect) {
-            if let Err(refusal) = self.protect(m) {
+            let mut alerts = Vec::new();
+            let verdict = self.protect(m, &mut alerts);
+            for alert in alerts {
+                self.persist_containment(&alert).await;
+            }
+            if let Err(refusal) = verdict {
                 if refusal.held {
                     self.hold(m, &refusal.text).await?;
                 }

@@ -330,6 +330,56 @@ async fn a_quarantine_rule_holds_until_an_administrator_delivers() {
     assert_eq!(body, r#"{"held":[]}"#);
 }
 
+/// A quarantine and a network-wide block outlive a restart: only an administrator lifts the
+/// quarantine.
+#[tokio::test]
+async fn containment_survives_a_restart() {
+    let mut s = server("[protection]\noutbreak_recipients = 2\n[admin]\ntoken = \"t0k3n\"\n");
+    let auth = "Authorization: Bearer t0k3n\r\n";
+    for u in ["r1", "r2", "r3"] {
+        assert_eq!(s.register(u, "password1").await, 201);
+    }
+    let link = "look http://pics.example/me.jpg";
+    let mut worm = s.login("worm").await;
+    assert_eq!(worm.message("a", "r1@hub.test", link).await["type"], "ack");
+    let e = worm.message("b", "r2@hub.test", link).await;
+    assert!(e["text"].as_str().unwrap().contains("quarantine"), "{e}");
+    drop(worm);
+    s.stop();
+    s.restart();
+    let (status, body) = s
+        .http_with("GET", "/api/v1/admin/quarantines", None, auth)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("worm@hub.test"), "{body}");
+    let mut worm = s.login("worm").await;
+    let e = worm.message("c", "r3@hub.test", "just hello").await;
+    assert!(e["text"].as_str().unwrap().contains("quarantine"), "{e}");
+    let mut other = s.login("other").await;
+    let e = other.message("d", "r3@hub.test", link).await;
+    assert!(e["text"].as_str().unwrap().contains("blocked"), "{e}");
+    let (status, body) = s
+        .http_with(
+            "POST",
+            "/api/v1/admin/quarantines/release",
+            Some(r#"{"sender":"worm@hub.test"}"#),
+            auth,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Released for good: another restart does not bring the quarantine back.
+    drop((worm, other));
+    s.stop();
+    s.restart();
+    let mut worm = s.login("worm").await;
+    assert_eq!(
+        worm.message("e", "r3@hub.test", "sorry").await["type"],
+        "ack"
+    );
+    let e = worm.message("f", "r3@hub.test", link).await;
+    assert!(e["text"].as_str().unwrap().contains("blocked"), "{e}");
+}
+
 #[tokio::test]
 async fn rules_reload_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();

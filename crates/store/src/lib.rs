@@ -195,6 +195,12 @@ pub trait Store: Send + Sync + 'static {
     async fn held(&self, sender: Option<&Address>, limit: u32) -> Result<Vec<QueuedMessage>>;
     /// Removes and returns every message held from `sender`, oldest first.
     async fn take_held(&self, sender: &Address) -> Result<Vec<QueuedMessage>>;
+    /// Records an outbreak containment (`kind` "sender" or "fingerprint") until `until` (ms).
+    async fn contain(&self, kind: &str, key: &str, until: i64) -> Result<()>;
+    /// Lifts one; false when there was none.
+    async fn lift(&self, kind: &str, key: &str) -> Result<bool>;
+    /// Containments still in force at `now` (ms), as (kind, key, until); older ones are removed.
+    async fn containments(&self, now: i64) -> Result<Vec<(String, String, i64)>>;
     async fn audit(&self, entry: &AuditEntry) -> Result<()>;
     /// Entries at or after `since` (ms), optionally only from `sender`, oldest first.
     async fn audit_since(

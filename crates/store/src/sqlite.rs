@@ -485,6 +485,41 @@ impl Store for SqliteStore {
         rows.iter().map(queued).collect()
     }
 
+    async fn contain(&self, kind: &str, key: &str, until: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO containment (kind, key, until) VALUES (?, ?, ?)
+             ON CONFLICT (kind, key) DO UPDATE SET until = max(until, excluded.until)",
+        )
+        .bind(kind)
+        .bind(key)
+        .bind(until)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn lift(&self, kind: &str, key: &str) -> Result<bool> {
+        let res = sqlx::query("DELETE FROM containment WHERE kind = ? AND key = ?")
+            .bind(kind)
+            .bind(key)
+            .execute(&self.writer)
+            .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    async fn containments(&self, now: i64) -> Result<Vec<(String, String, i64)>> {
+        sqlx::query("DELETE FROM containment WHERE until <= ?")
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
+        let rows = sqlx::query("SELECT kind, key, until FROM containment ORDER BY kind, key")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("kind")?, r.try_get("key")?, r.try_get("until")?)))
+            .collect()
+    }
+
     async fn audit_prune(&self, before: i64) -> Result<u64> {
         let res = sqlx::query("DELETE FROM audit WHERE ts < ?")
             .bind(before)
@@ -622,6 +657,25 @@ mod tests {
         assert_eq!(s.take_held(&worm).await.unwrap().len(), 2);
         assert!(s.take_held(&worm).await.unwrap().is_empty());
         assert_eq!(s.held(None, 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn containments_keep_the_latest_end_and_expire() {
+        let (_d, s) = store().await;
+        s.contain("sender", "worm@hub.example", 5_000)
+            .await
+            .unwrap();
+        s.contain("sender", "worm@hub.example", 3_000)
+            .await
+            .unwrap();
+        s.contain("fingerprint", "00ff", 2_000).await.unwrap();
+        assert_eq!(
+            s.containments(2_500).await.unwrap(),
+            vec![("sender".into(), "worm@hub.example".into(), 5_000)]
+        );
+        assert!(s.lift("sender", "worm@hub.example").await.unwrap());
+        assert!(!s.lift("sender", "worm@hub.example").await.unwrap());
+        assert!(s.containments(0).await.unwrap().is_empty());
     }
 
     #[tokio::test]
