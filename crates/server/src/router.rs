@@ -260,7 +260,8 @@ impl Router {
         Ok(true)
     }
 
-    /// Lifts a block; a contact allowed to see the user gets the user's presence again.
+    /// Lifts a block; a contact allowed to see the user gets the user's presence again, and
+    /// the user, who heard nothing from the contact while it was blocked, gets the contact's.
     pub async fn unblock(&self, owner: &Address, contact: &Address) -> Result<bool, Refusal> {
         if !self.store.unblock(owner, contact).await.map_err(internal)? {
             return Ok(false);
@@ -274,17 +275,38 @@ impl Router {
                 }
             }
         }
-        let sees_us = self
+        let item = self
             .store
             .roster_item(owner, contact)
             .await
-            .map_err(internal)?
-            .is_some_and(|i| i.subscription.has_from());
-        if sees_us {
+            .map_err(internal)?;
+        if item.as_ref().is_some_and(|i| i.subscription.has_from()) {
             self.send_presence(owner, contact, self.presence_of(owner))
                 .await;
         }
         self.push(owner, Delivery::BlocklistChanged);
+        if item.is_some_and(|i| i.subscription.has_to()) {
+            if self.is_local(contact) {
+                let kind = self.presence_of(contact);
+                self.push(
+                    owner,
+                    Delivery::Event(Event::Presence(Presence {
+                        from: contact.clone(),
+                        to: Some(owner.clone()),
+                        kind,
+                    })),
+                );
+            } else {
+                let probe = Presence {
+                    from: owner.clone(),
+                    to: Some(contact.clone()),
+                    kind: PresenceKind::Probe,
+                };
+                if let Err(e) = self.route_remote(Event::Presence(probe)).await {
+                    tracing::debug!(error = %e, "probe not sent");
+                }
+            }
+        }
         tracing::info!(user = %owner, unblocked = %contact, "contact unblocked");
         Ok(true)
     }

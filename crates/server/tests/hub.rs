@@ -588,6 +588,12 @@ async fn a_blocked_contact_neither_reaches_nor_sees_the_user() {
         v["type"] == "presence" && v["from"] == "alice@hub.test" && v["show"] == "available"
     })
     .await;
+    // Bob came online while blocked; the user learns it when the block is lifted.
+    alice
+        .expect("bob's presence after the unblock", |v| {
+            v["type"] == "presence" && v["from"] == "bob@hub.test" && v["show"] == "available"
+        })
+        .await;
     assert_eq!(
         bob.message("b3", "alice@hub.test", "friends again").await["type"],
         "ack"
