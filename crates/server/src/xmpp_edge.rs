@@ -1,18 +1,19 @@
 //! The XMPP server-to-server federation edge: the `xmpp_s2s` listener, one outbound link per
 //! partner domain, TLS (STARTTLS) with certificates checked against the trust roots, dialback
-//! verification across streams, and the hand-over of canonical events to and from the router.
+//! verification across streams, the hand-over of canonical events to and from the router, and
+//! the state of its streams (and the last outbound failure per domain) for the admin API.
 //! The protocol itself (negotiation, translation) is `entente-xmpp`'s sans-IO machines; this
 //! module only moves bytes, timers and verification results between them.
 
 use crate::anyhow_lite::{msg, Result};
 use crate::config::{Listen, PartnerAuth, PartnerProtocol};
-use crate::router::{Edge, Router};
+use crate::router::{Edge, LinkState, Router};
 use crate::tls::TlsContext;
 use crate::{AppState, Tasks};
 use async_trait::async_trait;
 use entente_model::{DomainKind, ErrorCode, Event, Failure};
 use entente_policy::{Origin, Refusal};
-use entente_xmpp::{DialbackRequest, Inbound, Outbound, Output, Reply};
+use entente_xmpp::{CloseReason, DialbackRequest, Inbound, Outbound, Output, Reply};
 use rustls_pki_types::{CertificateDer, ServerName};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -66,6 +67,7 @@ pub async fn start(state: &AppState, listeners: &Listen, tasks: &mut Tasks) -> R
         partners,
         tls: state.tls.clone(),
         links: Mutex::new(HashMap::new()),
+        book: Mutex::new(LinkBook::default()),
         verifying: Mutex::new(HashMap::new()),
         generation: AtomicU64::new(0),
         shutdown: state.shutdown.clone(),
@@ -124,6 +126,20 @@ struct Link {
     generation: u64,
 }
 
+/// What the admin API shows of the links: every stream carrying an authorised pair, and what
+/// went wrong with the last outbound attempt or stream per domain.
+#[derive(Default)]
+struct LinkBook {
+    /// By (stream number, peer domain): one stream may carry pairs of several peer domains.
+    streams: HashMap<(u64, String), LinkState>,
+    /// By peer domain, until a stream to it comes up.
+    failures: HashMap<String, String>,
+}
+
+fn epoch_seconds() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
 pub struct XmppEdge {
     me: Weak<XmppEdge>,
     router: Weak<Router>,
@@ -133,6 +149,8 @@ pub struct XmppEdge {
     tls: Arc<TlsContext>,
     /// Outbound links by peer domain.
     links: Mutex<HashMap<String, Link>>,
+    /// Established streams and failures, for [`Edge::links`].
+    book: Mutex<LinkBook>,
     /// Inbound streams waiting for a dialback answer, by stream id.
     verifying: Mutex<HashMap<String, mpsc::UnboundedSender<(DialbackRequest, bool)>>>,
     generation: AtomicU64,
@@ -166,6 +184,26 @@ impl Edge for XmppEdge {
                 format!("the link to {domain} is closing; try again"),
             )
         })
+    }
+
+    fn links(&self) -> Vec<LinkState> {
+        let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        let mut links: Vec<LinkState> = book.streams.values().cloned().collect();
+        links.sort_by(|a, b| {
+            (&a.domain, a.direction, a.since).cmp(&(&b.domain, b.direction, b.since))
+        });
+        let mut failures: Vec<_> = book.failures.iter().collect();
+        failures.sort();
+        links.extend(failures.into_iter().map(|(domain, error)| LinkState {
+            domain: domain.clone(),
+            direction: "outbound",
+            transport: "xmpp",
+            auth: "none",
+            peer: None,
+            since: None,
+            last_error: Some(error.clone()),
+        }));
+        links
     }
 }
 
@@ -206,20 +244,21 @@ impl Io {
     }
 
     /// Client side of TLS with `config` (STARTTLS, or direct TLS with its ALPN); returns the
-    /// peer's certificate chain.
+    /// peer's certificate chain, or why the handshake failed.
     async fn start_client(
         &mut self,
         config: &Arc<rustls::ClientConfig>,
         domain: &str,
-    ) -> Option<Vec<CertificateDer<'static>>> {
+    ) -> std::result::Result<Vec<CertificateDer<'static>>, String> {
         let Io::Plain(tcp) = std::mem::replace(self, Io::Gone) else {
-            return None;
+            return Err("TLS was already started".into());
         };
-        let name = ServerName::try_from(domain.to_string()).ok()?;
+        let name = ServerName::try_from(domain.to_string())
+            .map_err(|_| format!("{domain} is not a TLS server name"))?;
         let stream = tokio_rustls::TlsConnector::from(config.clone())
             .connect(name, tcp)
             .await
-            .ok()?;
+            .map_err(|e| format!("TLS with {domain} failed: {e}"))?;
         let chain = stream
             .get_ref()
             .1
@@ -227,7 +266,7 @@ impl Io {
             .map(|c| c.to_vec())
             .unwrap_or_default();
         *self = Io::Client(Box::new(stream));
-        Some(chain)
+        Ok(chain)
     }
 
     /// Server side of STARTTLS; returns the client's certificate chain (empty if none).
@@ -298,6 +337,19 @@ fn failure_for(event: &Event, code: ErrorCode, text: &str) -> Option<Failure> {
     }
 }
 
+/// What the end of an outbound stream tells the admin: nothing when it closed normally.
+fn close_failure(remote: &str, why: &CloseReason) -> Option<String> {
+    match why {
+        CloseReason::Normal => None,
+        CloseReason::Sent(c) => Some(format!("stream error sent to {remote}: {}", c.as_str())),
+        CloseReason::Received(c) => Some(format!("stream error from {remote}: {}", c.as_str())),
+        CloseReason::Eof => Some(format!(
+            "{remote} closed the connection without ending the stream"
+        )),
+        CloseReason::TlsFailed => Some(format!("TLS with {remote} failed")),
+    }
+}
+
 impl XmppEdge {
     fn router(&self) -> Option<Arc<Router>> {
         self.router.upgrade()
@@ -335,6 +387,51 @@ impl XmppEdge {
         );
         tokio::spawn(self.clone().run_link(domain.to_string(), rx, generation));
         tx
+    }
+
+    /// A pair with `remote` is authorised on stream `stream`: the stream shows as a link to
+    /// `remote`, and an outbound one clears the domain's last failure.
+    fn stream_authorised(
+        &self,
+        stream: u64,
+        remote: &str,
+        direction: &'static str,
+        certificate: bool,
+        peer: Option<SocketAddr>,
+    ) {
+        let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        if direction == "outbound" {
+            book.failures.remove(remote);
+        }
+        book.streams
+            .entry((stream, remote.to_string()))
+            .or_insert_with(|| LinkState {
+                domain: remote.to_string(),
+                direction,
+                transport: "xmpp",
+                auth: if certificate {
+                    "certificate"
+                } else {
+                    "dialback"
+                },
+                peer: peer.map(|p| p.to_string()),
+                since: Some(epoch_seconds()),
+                last_error: None,
+            });
+    }
+
+    fn stream_ended(&self, stream: u64) {
+        let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        book.streams.retain(|(s, _), _| *s != stream);
+    }
+
+    /// The last outbound attempt or stream to `remote` failed.
+    fn link_failed(&self, remote: &str, error: &str) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        book.failures.insert(remote.to_string(), error.to_string());
     }
 
     fn forget_link(&self, domain: &str, generation: u64) {
@@ -417,6 +514,7 @@ impl XmppEdge {
                 }
                 Err((_, text)) => {
                     tracing::info!(peer = %domain, attempt, %text, "xmpp link attempt failed; retrying");
+                    self.link_failed(domain, &text);
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
                         _ = self.shutdown.cancelled() => {
@@ -469,32 +567,39 @@ impl XmppEdge {
             Ok(found) => found,
             Err((code, text)) => {
                 tracing::warn!(peer = %remote, %text, "xmpp link failed");
+                self.link_failed(&remote, &text);
                 self.forget_link(&remote, generation);
                 self.fail_commands(&mut rx, code, &text).await;
                 return;
             }
         };
         let _ = tcp.set_nodelay(true);
+        let peer = tcp.peer_addr().ok();
         tracing::info!(peer = %remote, "xmpp link connected");
         let mut io = Io::Plain(tcp);
         let mut machine = if direct_tls {
             // XEP-0368: TLS first (ALPN "xmpp-server"), then the stream, with no STARTTLS.
-            let Some(chain) = io.start_client(&self.tls.direct_client, &remote).await else {
-                tracing::warn!(peer = %remote, "direct TLS handshake failed");
-                self.forget_link(&remote, generation);
-                self.fail_commands(
-                    &mut rx,
-                    ErrorCode::RemoteServerNotFound,
-                    &format!("TLS with {remote} failed"),
-                )
-                .await;
-                return;
+            let chain = match io.start_client(&self.tls.direct_client, &remote).await {
+                Ok(chain) => chain,
+                Err(error) => {
+                    tracing::warn!(peer = %remote, %error, "direct TLS handshake failed");
+                    self.link_failed(&remote, &error);
+                    self.forget_link(&remote, generation);
+                    self.fail_commands(
+                        &mut rx,
+                        ErrorCode::RemoteServerNotFound,
+                        &format!("TLS with {remote} failed"),
+                    )
+                    .await;
+                    return;
+                }
             };
             let ids = self.tls.verified_domains(&chain, &[remote.as_str()]);
             if self.requires_certificate(&remote) && ids.is_empty() {
                 tracing::warn!(peer = %remote, "partner certificate not valid for its domain");
                 self.forget_link(&remote, generation);
                 let text = format!("{remote} did not present a valid certificate");
+                self.link_failed(&remote, &text);
                 self.fail_commands(&mut rx, ErrorCode::RemoteServerNotFound, &text)
                     .await;
                 return;
@@ -505,12 +610,15 @@ impl XmppEdge {
         };
         let mut buf = vec![0u8; 16 * 1024];
         let mut reason = "closed";
+        // Why the stream failed, for the admin API; the first cause found is kept.
+        let mut failure: Option<String> = None;
         'run: loop {
             // Handling an output may queue more bytes (a new stream header after TLS), so
             // writing and handling alternate until both are drained.
             loop {
                 if !write_pending(&mut io, &mut machine).await {
                     reason = "write failed";
+                    failure.get_or_insert_with(|| format!("the connection to {remote} was lost"));
                     break 'run;
                 }
                 let Some(out) = machine.poll_event() else {
@@ -521,17 +629,21 @@ impl XmppEdge {
                     Output::StartTls => {
                         write_pending(&mut io, &mut machine).await;
                         match io.start_client(&self.tls.client, &remote).await {
-                            Some(chain) => {
+                            Ok(chain) => {
                                 let ids = self.tls.verified_domains(&chain, &[remote.as_str()]);
                                 if self.requires_certificate(&remote) && ids.is_empty() {
                                     tracing::warn!(peer = %remote, "partner certificate not valid for its domain");
+                                    failure.get_or_insert_with(|| {
+                                        format!("{remote} did not present a valid certificate")
+                                    });
                                     machine.tls_failed(Instant::now());
                                 } else {
                                     machine.tls_established(ids, Instant::now());
                                 }
                             }
-                            None => {
-                                tracing::warn!(peer = %remote, "TLS handshake failed");
+                            Err(error) => {
+                                tracing::warn!(peer = %remote, %error, "TLS handshake failed");
+                                failure.get_or_insert(error);
                                 machine.tls_failed(Instant::now());
                             }
                         }
@@ -547,10 +659,28 @@ impl XmppEdge {
                     Output::VerifyDialback(request) => self.verified(request, false),
                     Output::DialbackVerified { request, valid } => self.verified(request, valid),
                     Output::Authorised(pair) => {
-                        tracing::info!(local = %pair.local, remote = %pair.remote, "xmpp pair authorised (outbound)")
+                        tracing::info!(local = %pair.local, remote = %pair.remote, "xmpp pair authorised (outbound)");
+                        let certificate = machine.sasl_pair() == Some(&pair);
+                        self.stream_authorised(
+                            generation,
+                            &pair.remote,
+                            "outbound",
+                            certificate,
+                            peer,
+                        );
                     }
                     Output::Refused { pair, events, code } => {
                         tracing::warn!(local = %pair.local, remote = %pair.remote, ?code, "xmpp pair refused");
+                        // Events still queued when a stream ends come back too: not a refusal.
+                        if !machine.is_closed() {
+                            self.link_failed(
+                                &pair.remote,
+                                &format!(
+                                    "{} did not authorise {} ({code})",
+                                    pair.remote, pair.local
+                                ),
+                            );
+                        }
                         for event in events {
                             self.bounce(&event, code, &format!("{} refused the link", pair.remote))
                                 .await;
@@ -558,6 +688,9 @@ impl XmppEdge {
                     }
                     Output::Closed(why) => {
                         tracing::info!(peer = %remote, ?why, "xmpp link closed");
+                        if let Some(text) = close_failure(&remote, &why) {
+                            failure.get_or_insert(text);
+                        }
                         write_pending(&mut io, &mut machine).await;
                         break 'run;
                     }
@@ -587,6 +720,10 @@ impl XmppEdge {
             }
         }
         io.shutdown().await;
+        self.stream_ended(generation);
+        if let Some(text) = failure {
+            self.link_failed(&remote, &text);
+        }
         self.forget_link(&remote, generation);
         tracing::debug!(peer = %remote, reason, "xmpp link ended");
         self.fail_commands(
@@ -625,6 +762,8 @@ impl XmppEdge {
     }
 
     async fn run_inbound(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
+        // Numbered from the same counter as outbound links, so that stream numbers never clash.
+        let stream = self.generation.fetch_add(1, Ordering::Relaxed);
         let mut io = Io::Plain(tcp);
         let mut machine = Inbound::new(self.cfg.clone(), Instant::now());
         let (verify_tx, mut verify_rx) = mpsc::unbounded_channel();
@@ -684,7 +823,15 @@ impl XmppEdge {
                     }
                     Output::DialbackVerified { .. } => {}
                     Output::Authorised(pair) => {
-                        tracing::info!(%peer, local = %pair.local, remote = %pair.remote, "xmpp pair authorised (inbound)")
+                        tracing::info!(%peer, local = %pair.local, remote = %pair.remote, "xmpp pair authorised (inbound)");
+                        let certificate = machine.sasl_pair() == Some(&pair);
+                        self.stream_authorised(
+                            stream,
+                            &pair.remote,
+                            "inbound",
+                            certificate,
+                            Some(peer),
+                        );
                     }
                     Output::Refused { .. } => {}
                     Output::Closed(why) => {
@@ -709,6 +856,7 @@ impl XmppEdge {
             }
         }
         io.shutdown().await;
+        self.stream_ended(stream);
         let mut verifying = self.verifying.lock().unwrap_or_else(|e| e.into_inner());
         for id in registered {
             verifying.remove(&id);
@@ -720,22 +868,21 @@ impl XmppEdge {
     async fn inbound_event(self: &Arc<Self>, event: Event, certified: &[String]) {
         let Some(router) = self.router() else { return };
         let domain = event.from().domain().to_string();
-        let result =
-            if self.requires_certificate(&domain) && !certified.iter().any(|d| *d == domain) {
-                Err(Refusal::new(
-                    ErrorCode::PolicyViolation,
-                    format!("partner {domain} must authenticate with a valid certificate"),
-                ))
-            } else {
-                router
-                    .submit(
-                        Origin::Partner {
-                            domain: domain.clone(),
-                        },
-                        event.clone(),
-                    )
-                    .await
-            };
+        let result = if self.requires_certificate(&domain) && !certified.contains(&domain) {
+            Err(Refusal::new(
+                ErrorCode::PolicyViolation,
+                format!("partner {domain} must authenticate with a valid certificate"),
+            ))
+        } else {
+            router
+                .submit(
+                    Origin::Partner {
+                        domain: domain.clone(),
+                    },
+                    event.clone(),
+                )
+                .await
+        };
         if let Err(refusal) = result {
             tracing::info!(from = %event.from(), code = %refusal.code, text = %refusal.text, "xmpp event refused");
             if let Some(failure) = failure_for(&event, refusal.code, &refusal.text) {

@@ -144,7 +144,10 @@ async fn a_stalled_peer_does_not_hold_up_others() {
 #[tokio::test]
 async fn an_unreachable_partner_is_retried_then_the_sender_is_told() {
     // Port 9 (discard) is closed on loopback: every attempt is refused.
-    let s = server();
+    let s = Server::start_listening(
+        "[admin]\ntoken = \"admin-token\"\n[[partner]]\ndomain = \"corp.test\"\nprotocol = \"xmpp\"\naddress = \"127.0.0.1:9\"\nauth = \"dialback\"\n",
+        "xmpp_s2s = \"127.0.0.1:0\"\n",
+    );
     let mut bob = s.login("bob").await;
     bob.expect_type("roster").await;
     assert_eq!(
@@ -156,4 +159,31 @@ async fn an_unreachable_partner_is_retried_then_the_sender_is_told() {
         .await;
     assert_eq!(e["code"], "remote_server_not_found", "{e}");
     assert_eq!(e["from"], "someone@corp.test");
+    // The admin API shows the partner down, with the last attempt's error.
+    let (status, body) = s
+        .http_with(
+            "GET",
+            "/api/v1/admin/partners",
+            None,
+            "Authorization: Bearer admin-token\r\n",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let all: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let p = &all["partners"][0];
+    assert_eq!(
+        (p["domain"].as_str(), p["connected"].as_bool()),
+        (Some("corp.test"), Some(false)),
+        "{body}"
+    );
+    let error = p["last_error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("cannot connect to corp.test at 127.0.0.1:9"),
+        "{body}"
+    );
+    let link = &p["links"][0];
+    assert!(
+        link["since"].is_null() && link["direction"] == "outbound",
+        "{body}"
+    );
 }

@@ -9,11 +9,40 @@ mod common;
 mod xmpp;
 
 use common::{Client, Server};
-use serde_json::json;
+use serde_json::{json, Value};
 use xmpp::{free_port, require, Certs, MiniDns, Mode, Prosody, XmppClient, CORP};
 
 const ALICE: &str = "alice@corp-a.test";
 const BOB: &str = "bob@hub.test";
+const ADMIN: &str = "[admin]\ntoken = \"admin-token\"\n";
+
+/// The partner's entry in the admin API's partner list.
+async fn partner_state(server: &Server, domain: &str) -> Value {
+    let (status, body) = server
+        .http_with(
+            "GET",
+            "/api/v1/admin/partners",
+            None,
+            "Authorization: Bearer admin-token\r\n",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let all: Value = serde_json::from_str(&body).unwrap();
+    all["partners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["domain"] == domain)
+        .cloned()
+        .unwrap_or_else(|| panic!("{domain} is not listed: {body}"))
+}
+
+fn epoch_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
 
 async fn federate(mode: Mode) {
     require("runuser");
@@ -33,8 +62,9 @@ async fn federate(mode: Mode) {
         ),
     };
     let extra = format!(
-        "{tls}[[partner]]\ndomain = \"{CORP}\"\nprotocol = \"xmpp\"\naddress = \"127.0.0.1:{prosody_s2s}\"\nauth = \"{auth}\"\n"
+        "{tls}{ADMIN}[[partner]]\ndomain = \"{CORP}\"\nprotocol = \"xmpp\"\naddress = \"127.0.0.1:{prosody_s2s}\"\nauth = \"{auth}\"\n"
     );
+    let started = epoch_seconds();
     let server = Server::start_listening(&extra, "xmpp_s2s = \"127.0.0.1:0\"\n");
     let prosody = Prosody::start(
         mode,
@@ -89,6 +119,31 @@ async fn federate(mode: Mode) {
         v["event"] == "message" && v["from"] == BOB && v["body"] != ""
     });
     assert_eq!(got["body"], reply);
+
+    // The admin API shows a stream each way, authenticated as the mode says.
+    let p = partner_state(&server, CORP).await;
+    assert_eq!(p["connected"], true, "{p}");
+    assert!(p["last_error"].is_null(), "{p}");
+    let links = p["links"].as_array().unwrap();
+    for direction in ["inbound", "outbound"] {
+        let l = links
+            .iter()
+            .find(|l| l["direction"] == direction)
+            .unwrap_or_else(|| panic!("no {direction} link: {p}"));
+        assert_eq!(
+            (l["transport"].as_str(), l["auth"].as_str()),
+            (Some("xmpp"), Some(auth)),
+            "{p}"
+        );
+        let since = l["since"].as_i64().unwrap();
+        assert!((started..=epoch_seconds()).contains(&since), "{p}");
+        let peer = l["peer"].as_str().unwrap();
+        if direction == "outbound" {
+            assert_eq!(peer, format!("127.0.0.1:{prosody_s2s}"), "{p}");
+        } else {
+            assert!(peer.starts_with("127.0.0.1:"), "{p}");
+        }
+    }
 
     // Typing both ways.
     alice.send(json!({"cmd": "typing", "to": BOB, "state": "composing"}));
@@ -328,19 +383,24 @@ async fn a_partner_is_found_through_the_configured_name_server() {
 #[tokio::test(flavor = "multi_thread")]
 async fn partners_without_a_valid_certificate_or_not_on_the_allowlist_are_refused() {
     require("runuser");
-    for extra_of in [
+    for (case, extra_of) in [
         |port: u16| {
             format!("[[partner]]\ndomain = \"{CORP}\"\nprotocol = \"xmpp\"\naddress = \"127.0.0.1:{port}\"\nauth = \"certificate\"\n")
         },
         |_port: u16| {
             "[[partner]]\ndomain = \"someone-else.test\"\nprotocol = \"xmpp\"\naddress = \"127.0.0.1:9\"\nauth = \"dialback\"\n".to_string()
         },
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let certs_dir = tempfile::tempdir().unwrap();
         let certs = Certs::make(certs_dir.path(), Mode::Dialback);
         let prosody_s2s = free_port();
-        let server =
-            Server::start_listening(&extra_of(prosody_s2s), "xmpp_s2s = \"127.0.0.1:0\"\n");
+        let server = Server::start_listening(
+            &format!("{ADMIN}{}", extra_of(prosody_s2s)),
+            "xmpp_s2s = \"127.0.0.1:0\"\n",
+        );
         let prosody = Prosody::start(
             Mode::Dialback,
             &certs,
@@ -357,5 +417,18 @@ async fn partners_without_a_valid_certificate_or_not_on_the_allowlist_are_refuse
             .try_recv(std::time::Duration::from_millis(500))
             .await
             .is_none_or(|v| v["type"] != "message"));
+        if case == 0 {
+            // Nor does the gateway's own link to the partner come up; the admin API says why.
+            bob.message("r2", ALICE, "are you there?").await;
+            bob.expect("bounce", |v| v["type"] == "error" && v["id"] == "r2")
+                .await;
+            let p = partner_state(&server, CORP).await;
+            assert_eq!(p["connected"], false, "{p}");
+            let error = p["last_error"].as_str().unwrap_or("");
+            assert!(
+                error.contains("did not present a valid certificate"),
+                "{p}"
+            );
+        }
     }
 }

@@ -57,10 +57,20 @@ fn sasl_external_both_ways() {
     let wire = text(&h.ab.out_wire);
     assert!(wire.contains("mechanism='EXTERNAL'"), "{wire}");
     assert!(!wire.contains("db:result"), "{wire}");
-    assert!(h.ab.out_outputs.contains(&Output::Authorised(DomainPair {
+    let pair = DomainPair {
         local: A.into(),
-        remote: B.into()
-    })));
+        remote: B.into(),
+    };
+    assert!(h.ab.out_outputs.contains(&Output::Authorised(pair.clone())));
+    // Both ends of the stream know the pair came by SASL EXTERNAL, not dialback.
+    assert_eq!(h.ab.out.sasl_pair(), Some(&pair));
+    assert_eq!(
+        h.ab.inb.sasl_pair(),
+        Some(&DomainPair {
+            local: B.into(),
+            remote: A.into()
+        })
+    );
     // The stanza went out after TLS and SASL: after the third stream header.
     let headers: Vec<_> = wire.match_indices("<stream:stream").collect();
     assert_eq!(headers.len(), 3, "{wire}");
@@ -77,6 +87,12 @@ fn dialback_both_ways() {
         "{a_out}"
     );
     assert!(!a_out.contains("EXTERNAL"), "{a_out}");
+    assert!(h.ab.out_outputs.contains(&Output::Authorised(DomainPair {
+        local: A.into(),
+        remote: B.into()
+    })));
+    assert_eq!(h.ab.out.sasl_pair(), None);
+    assert_eq!(h.ab.inb.sasl_pair(), None);
     // B asked A (over B's own outbound stream) whether A's key is genuine.
     let b_out = text(&h.ba.out_wire);
     assert!(

@@ -615,6 +615,15 @@ impl Inbound {
         self.core.closed
     }
 
+    /// The pair SASL EXTERNAL authenticated on this stream, if any: every other
+    /// [`Output::Authorised`] pair was authorised by dialback.
+    pub fn sasl_pair(&self) -> Option<&DomainPair> {
+        match &self.state {
+            State::Open(open) => open.sasl.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The id of the current stream, once its header was answered.
     pub fn stream_id(&self) -> Option<&str> {
         match &self.state {

@@ -104,6 +104,8 @@ struct Open {
     security: Security,
     /// The peer's stream id, the input to our dialback keys.
     stream_id: Option<String>,
+    /// The pair SASL EXTERNAL authenticated, if any; the others are authorised by dialback.
+    sasl: Option<DomainPair>,
     authorised: BTreeSet<DomainPair>,
     /// `db:verify` requests sent, by (peer-facing from, to, id).
     verifies: Vec<DialbackRequest>,
@@ -244,13 +246,14 @@ impl Open {
         core: &mut Core,
     ) -> Open {
         let mut authorised = BTreeSet::new();
-        if let Some(pair) = sasl {
+        if let Some(pair) = &sasl {
             core.output(Output::Authorised(pair.clone()));
-            authorised.insert(pair);
+            authorised.insert(pair.clone());
         }
         Open {
             security,
             stream_id,
+            sasl,
             authorised,
             verifies: Vec::new(),
         }
@@ -460,6 +463,15 @@ impl Outbound {
     /// The peer domain this stream was opened to.
     pub fn remote(&self) -> &str {
         &self.remote
+    }
+
+    /// The pair SASL EXTERNAL authenticated on this stream, if any: every other
+    /// [`Output::Authorised`] pair was authorised by dialback.
+    pub fn sasl_pair(&self) -> Option<&DomainPair> {
+        match &self.state {
+            State::Open(open) => open.sasl.as_ref(),
+            _ => None,
+        }
     }
 
     /// Queues a canonical event for the peer. It is written once its (sender domain, recipient
