@@ -6,6 +6,8 @@
   const TYPING_IDLE_MS = 3000;
   const MAX_MESSAGES_PER_CHAT = 1000;
   const MAX_REQUESTS = 200;
+  const MAX_BLOCKED = 10000;
+  const MAX_PENDING_OPS = 64;
   const SHOW_LABELS = {
     available: 'Available',
     away: 'Away',
@@ -52,8 +54,11 @@
     chatTabs: el('chat-tabs'),
     chatPanes: el('chat-panes'),
     chatsEmpty: el('chats-empty'),
+    blockedPanel: el('blocked-panel'),
+    blockedList: el('blocked-list'),
     contactTemplate: el('contact-template'),
     requestTemplate: el('request-template'),
+    blockedTemplate: el('blocked-template'),
     paneTemplate: el('pane-template'),
     messageTemplate: el('message-template'),
   };
@@ -69,6 +74,10 @@
     declined: new Set(), // addresses that answered our request with `unsubscribed`
     asked: new Set(), // addresses we asked to see, with no answer seen yet
     requests: new Map(), // address -> true, in arrival order
+    blocked: new Set(), // addresses on the user's block list, as the server last reported it
+    blocking: true, // the server offers block lists (protocol extension)
+    blocklistQuery: null, // id of the `blocklist` request sent after welcome
+    pendingOps: new Map(), // id of a block/unblock frame -> what it was, for its error
     chats: new Map(), // address -> Chat
     active: null, // address of the visible chat
     outbox: new Map(), // client message id -> { chat, item }
@@ -244,8 +253,13 @@
     ui.reconnect.hidden = true;
     updateMe();
     send({ type: 'presence', show: state.myShow, status: state.myStatus });
+    if (state.blocking) {
+      state.blocklistQuery = 'q' + state.nextId++;
+      send({ type: 'blocklist', id: state.blocklistQuery });
+    }
     renderContacts();
     renderRequests();
+    renderBlocked();
     for (const chat of state.chats.values()) renderChatHead(chat);
     updateTitle();
   }
@@ -258,6 +272,8 @@
       markFailed(entry.item, 'connection lost before the server confirmed this message');
       state.outbox.delete(id);
     }
+    state.pendingOps.clear();
+    state.blocklistQuery = null;
     for (const chat of state.chats.values()) {
       setTypingIndicator(chat, 'active');
       stopOwnTyping(chat, false);
@@ -276,6 +292,11 @@
     state.asked.clear();
     state.requests.clear();
     state.outbox.clear();
+    state.blocked.clear();
+    state.blocking = true;
+    state.blocklistQuery = null;
+    state.pendingOps.clear();
+    ui.appView.dataset.blocking = 'on';
     for (const chat of state.chats.values()) {
       clearTimeout(chat.typingTimer);
       chat.tab.remove();
@@ -286,6 +307,7 @@
     ui.chatsEmpty.hidden = false;
     renderContacts();
     renderRequests();
+    renderBlocked();
   }
 
   function signOut() {
@@ -330,6 +352,8 @@
         return onUnsubscribed(frame);
       case 'typing':
         return onTyping(frame);
+      case 'blocklist':
+        return onBlocklist(frame);
       default:
         return undefined; // newer frame types are ignored
     }
@@ -413,12 +437,27 @@
       markFailed(entry.item, str(frame.text) || str(frame.code) || 'error', str(frame.code));
       return;
     }
+    if (id && id === state.blocklistQuery) {
+      // A server without block lists: hide the controls instead of reporting an error.
+      state.blocklistQuery = null;
+      if (frame.code === 'bad_request') {
+        state.blocking = false;
+        ui.appView.dataset.blocking = 'off';
+        return;
+      }
+    }
+    const op = id && state.pendingOps.get(id);
+    if (op) {
+      state.pendingOps.delete(id);
+      showError(op + ' failed: ' + describeError(frame));
+      return;
+    }
     showError(describeError(frame));
   }
 
   function onSubscriptionRequest(frame) {
     const from = str(frame.from);
-    if (!from) return;
+    if (!from || state.blocked.has(from)) return;
     if (!state.requests.has(from) && state.requests.size >= MAX_REQUESTS) return;
     state.requests.set(from, true);
     renderRequests();
@@ -464,19 +503,51 @@
   function onTyping(frame) {
     const from = str(frame.from);
     if (!from || !TYPING_STATES.has(frame.state)) return;
+    if (state.blocked.has(from)) return;
     const chat = state.chats.get(from);
     if (chat) setTypingIndicator(chat, frame.state);
+  }
+
+  // The whole list, sent after every change (to every session of the user) and when asked.
+  function onBlocklist(frame) {
+    if (!Array.isArray(frame.items)) return;
+    state.blocklistQuery = null;
+    state.pendingOps.clear();
+    const next = new Set();
+    for (const item of frame.items) {
+      const address = str(item);
+      if (address && next.size < MAX_BLOCKED) next.add(address);
+    }
+    let requestsChanged = false;
+    for (const address of next) {
+      if (state.blocked.has(address)) continue;
+      // Newly blocked: its presence and typing no longer reach us, so what we knew is stale.
+      state.presence.delete(address);
+      if (state.requests.delete(address)) requestsChanged = true;
+      const chat = state.chats.get(address);
+      if (chat) setTypingIndicator(chat, 'active');
+    }
+    state.blocked = next;
+    renderContacts();
+    renderBlocked();
+    if (requestsChanged) renderRequests();
+    for (const chat of state.chats.values()) {
+      renderTab(chat);
+      renderChatHead(chat);
+    }
   }
 
   // ---------- contacts and requests ----------
 
   function visiblePresence(address) {
+    if (state.blocked.has(address)) return null;
     const item = state.roster.get(address);
     if (!item || (item.subscription !== 'to' && item.subscription !== 'both')) return null;
     return state.presence.get(address) || { show: 'offline', status: '' };
   }
 
   function contactNote(address) {
+    if (state.blocked.has(address)) return 'Blocked';
     const item = state.roster.get(address);
     if (!item) return '';
     if (item.pending) return 'Awaiting approval';
@@ -490,7 +561,7 @@
   function renderContacts() {
     const entries = [...state.roster.keys()].map((address) => {
       const p = visiblePresence(address);
-      return { address, p, rank: p ? SHOW_ORDER[p.show] : 4 };
+      return { address, p, rank: p ? SHOW_ORDER[p.show] : state.blocked.has(address) ? 5 : 4 };
     });
     entries.sort((a, b) => a.rank - b.rank || displayName(a.address).localeCompare(displayName(b.address)));
     const frag = document.createDocumentFragment();
@@ -499,6 +570,8 @@
       li.dataset.address = address;
       li.dataset.subscription = state.roster.get(address).subscription;
       li.dataset.show = p ? p.show : 'unknown';
+      const blocked = state.blocked.has(address);
+      li.dataset.blocked = blocked ? 'true' : 'false';
       li.querySelector('.dot').dataset.show = p ? p.show : 'unknown';
       const name = li.querySelector('[data-testid="contact-name"]');
       name.textContent = displayName(address);
@@ -513,6 +586,10 @@
       if (note) label += ', ' + note;
       open.setAttribute('aria-label', label);
       open.addEventListener('click', () => activateChat(address, true));
+      const block = li.querySelector('[data-testid="contact-block"]');
+      block.textContent = blocked ? 'Unblock' : 'Block';
+      block.setAttribute('aria-label', (blocked ? 'Unblock ' : 'Block ') + address);
+      block.addEventListener('click', () => (blocked ? unblockAddress(address) : blockAddress(address)));
       const remove = li.querySelector('[data-testid="contact-remove"]');
       remove.setAttribute('aria-label', 'Remove ' + address);
       remove.addEventListener('click', () => removeContact(address));
@@ -530,10 +607,16 @@
       li.querySelector('[data-testid="request-from"]').textContent = address;
       const approve = li.querySelector('[data-testid="request-approve"]');
       const deny = li.querySelector('[data-testid="request-deny"]');
+      const block = li.querySelector('[data-testid="request-block"]');
       approve.setAttribute('aria-label', 'Approve ' + address);
       deny.setAttribute('aria-label', 'Deny ' + address);
+      block.setAttribute('aria-label', 'Deny and block ' + address);
       approve.addEventListener('click', () => answerRequest(address, true));
       deny.addEventListener('click', () => answerRequest(address, false));
+      block.addEventListener('click', () => {
+        answerRequest(address, false);
+        blockAddress(address);
+      });
       frag.appendChild(li);
     }
     ui.requests.replaceChildren(frag);
@@ -552,6 +635,50 @@
       send({ type: 'roster' });
     }
     renderRequests();
+  }
+
+  function renderBlocked() {
+    const frag = document.createDocumentFragment();
+    const addresses = [...state.blocked].sort((a, b) => a.localeCompare(b));
+    for (const address of addresses) {
+      const li = ui.blockedTemplate.content.firstElementChild.cloneNode(true);
+      li.dataset.address = address;
+      const text = li.querySelector('[data-testid="blocked-address"]');
+      text.textContent = address;
+      text.title = address;
+      const unblock = li.querySelector('[data-testid="blocked-unblock"]');
+      unblock.setAttribute('aria-label', 'Unblock ' + address);
+      unblock.addEventListener('click', () => unblockAddress(address));
+      frag.appendChild(li);
+    }
+    ui.blockedList.replaceChildren(frag);
+    ui.blockedPanel.hidden = addresses.length === 0;
+  }
+
+  // The list changes when the server sends it back (`blocklist`), for this and every other
+  // session of the user.
+  function sendBlockOp(type, address, what) {
+    const id = 'b' + state.nextId++;
+    if (!send({ type, id, address })) {
+      showError('Not connected: ' + what + ' was not sent.');
+      return;
+    }
+    state.pendingOps.set(id, what);
+    while (state.pendingOps.size > MAX_PENDING_OPS) {
+      state.pendingOps.delete(state.pendingOps.keys().next().value);
+    }
+  }
+
+  function blockAddress(address) {
+    if (address === state.address) {
+      showError('You cannot block yourself.');
+      return;
+    }
+    sendBlockOp('block', address, 'Blocking ' + address);
+  }
+
+  function unblockAddress(address) {
+    sendBlockOp('unblock', address, 'Unblocking ' + address);
   }
 
   function addContact(address) {
@@ -642,6 +769,10 @@
     tab.addEventListener('click', () => activateChat(address, true));
     tab.addEventListener('keydown', (ev) => onTabKey(ev, address));
     pane.querySelector('[data-testid="chat-close"]').addEventListener('click', () => closeChat(address));
+    pane.querySelector('[data-testid="chat-block"]').addEventListener('click', () => {
+      if (state.blocked.has(address)) unblockAddress(address);
+      else blockAddress(address);
+    });
     pane.querySelector('[data-testid="composer"]').addEventListener('submit', (ev) => {
       ev.preventDefault();
       sendMessage(chat);
@@ -675,15 +806,29 @@
   function renderChatHead(chat) {
     const p = visiblePresence(chat.address);
     const show = state.welcomed && p ? p.show : state.welcomed ? 'unknown' : 'offline';
+    const blocked = state.blocked.has(chat.address);
     chat.pane.querySelector('.dot').dataset.show = show;
     chat.tab.dataset.show = show;
+    chat.tab.dataset.blocked = blocked ? 'true' : 'false';
+    chat.pane.dataset.blocked = blocked ? 'true' : 'false';
     const title = chat.pane.querySelector('[data-testid="chat-title"]');
     title.textContent = displayName(chat.address);
     title.title = chat.address;
     const presence = chat.pane.querySelector('[data-testid="chat-presence"]');
     presence.dataset.show = show;
-    if (p) presence.textContent = SHOW_LABELS[p.show] + (p.status ? ' — ' + p.status : '');
+    presence.dataset.blocked = blocked ? 'true' : 'false';
+    if (blocked) presence.textContent = 'Blocked';
+    else if (p) presence.textContent = SHOW_LABELS[p.show] + (p.status ? ' — ' + p.status : '');
     else presence.textContent = '';
+    const block = chat.pane.querySelector('[data-testid="chat-block"]');
+    block.textContent = blocked ? 'Unblock' : 'Block';
+    block.setAttribute('aria-label', (blocked ? 'Unblock ' : 'Block ') + chat.address);
+    const note = chat.pane.querySelector('[data-testid="chat-blocked"]');
+    note.hidden = !blocked;
+    note.textContent = blocked
+      ? 'You blocked ' + chat.address + '. Their messages do not reach you, they see you offline, ' +
+        'and the server refuses what you send them until you unblock them.'
+      : '';
   }
 
   function activateChat(address, focus) {
@@ -791,7 +936,7 @@
   // ---------- typing notifications ----------
 
   function typingAllowed(chat) {
-    return state.roster.has(chat.address);
+    return state.roster.has(chat.address) && !state.blocked.has(chat.address);
   }
 
   function sendOwnTyping(chat, typingState) {

@@ -29,6 +29,7 @@ const CSP = "default-src 'self'";
 const ALICE = { user: 'alice', password: 'correct horse alice', address: `alice@${DOMAIN}` };
 const CAROL = { user: 'carol', password: 'carol password 3', address: `carol@${DOMAIN}` };
 const BOB = { user: 'bob', password: 'battery staple bob', address: `bob@${DOMAIN}` };
+const DAVE = { user: 'dave', password: 'dave password 4', address: `dave@${DOMAIN}` };
 
 // ---------- tiny runner ----------
 
@@ -115,6 +116,7 @@ async function expectCount(locator, expected, description) {
 const q = (page, testid) => page.locator(`[data-testid="${testid}"]`);
 const contact = (page, address) => page.locator(`[data-testid="contact-item"][data-address="${address}"]`);
 const request = (page, address) => page.locator(`[data-testid="request-item"][data-address="${address}"]`);
+const blockedItem = (page, address) => page.locator(`[data-testid="blocked-item"][data-address="${address}"]`);
 const pane = (page, address) => page.locator(`[data-testid="chat-pane"][data-address="${address}"]`);
 const tab = (page, address) => page.locator(`[data-testid="chat-tab"][data-address="${address}"]`);
 const messages = (page, address) => pane(page, address).locator('[data-testid="chat-message"]');
@@ -184,6 +186,9 @@ function checkServerFrame(payload) {
     case 'typing':
       if (!isStr(f.from)) return 'from missing';
       return ['composing', 'paused', 'active'].includes(f.state) ? null : `bad state ${JSON.stringify(f.state)}`;
+    case 'blocklist': // extension: the user's block list
+      if (!Array.isArray(f.items)) return 'items not an array';
+      return f.items.every(isStr) ? null : 'an item is not an address string';
     case 'roster':
       if (!Array.isArray(f.items)) return 'items not an array';
       for (const it of f.items) {
@@ -567,6 +572,106 @@ async function main() {
       );
     });
 
+    // ---- block lists (extension frames block / unblock / blocklist) ----
+
+    const blockedBody = 'can you hear me? (sent while blocked)';
+    let aliceFromBobBefore = 0;
+
+    await step('alice blocks bob; her contact list, chat and Blocked section show it', async () => {
+      const c = contact(alicePage, BOB.address);
+      await expectCount(q(alicePage, 'blocked-panel').locator(':scope:visible'), 0, "alice's visible Blocked section");
+      await expectAttr(c, 'data-blocked', 'false', "bob in alice's list");
+      const button = c.locator('[data-testid="contact-block"]');
+      await expectText(button, 'Block', "bob's block button");
+      await expectAttr(button, 'aria-label', `Block ${BOB.address}`, "bob's block button");
+      await button.click();
+      await expectAttr(c, 'data-blocked', 'true', "bob in alice's list");
+      await expectText(c.locator('[data-testid="contact-note"]'), 'Blocked', "alice's note on bob");
+      await expectAttr(c, 'data-show', 'unknown', "bob's presence in alice's list");
+      await expectText(button, 'Unblock', "bob's block button");
+      await expectAttr(button, 'aria-label', `Unblock ${BOB.address}`, "bob's block button");
+      await q(alicePage, 'blocked-panel').waitFor({ state: 'visible' });
+      await expectText(blockedItem(alicePage, BOB.address).locator('[data-testid="blocked-address"]'), BOB.address, 'blocked entry');
+      await expectCount(q(alicePage, 'blocked-item'), 1, "alice's blocked entries");
+      const p = pane(alicePage, BOB.address);
+      await expectText(p.locator('[data-testid="chat-presence"]'), 'Blocked', "alice's chat header for bob");
+      await expectText(p.locator('[data-testid="chat-block"]'), 'Unblock', "alice's chat header button");
+      await expectTextContains(p.locator('[data-testid="chat-blocked"]'), `You blocked ${BOB.address}`, "alice's chat note");
+      assert(await p.locator('[data-testid="chat-blocked"]').isVisible(), 'the blocked note in the chat is not visible');
+      await alicePage.screenshot({ path: path.join(RESULTS, 'alice-blocked-bob.png') });
+    });
+
+    await step('bob sees alice offline', async () => {
+      const c = contact(bobPage, ALICE.address);
+      await expectAttr(c, 'data-show', 'offline', "alice in bob's list");
+      await expectText(c.locator('[data-testid="contact-show"]'), 'Offline', 'alice shown as');
+      await expectText(pane(bobPage, ALICE.address).locator('[data-testid="chat-presence"]'), 'Offline', "bob's chat header");
+      await expectAttr(c, 'data-blocked', 'false', "alice in bob's list (bob blocked nobody)");
+    });
+
+    await step('a second session of alice learns the block list after signing in', async () => {
+      const second = await newPage(aliceCtx, 'alice-second');
+      await fillLogin(second, ALICE);
+      await q(second, 'login-submit').click();
+      await expectSignedIn(second, ALICE);
+      await expectAttr(contact(second, BOB.address), 'data-blocked', 'true', "bob in alice's second session");
+      await expectText(contact(second, BOB.address).locator('[data-testid="contact-note"]'), 'Blocked', 'note in the second session');
+      await blockedItem(second, BOB.address).waitFor({ state: 'visible' });
+      await second.close();
+    });
+
+    await step('bob’s message to alice fails in his chat with the server’s error', async () => {
+      aliceFromBobBefore = await messages(alicePage, BOB.address).count();
+      await sendChat(bobPage, ALICE.address, blockedBody);
+      const m = messages(bobPage, ALICE.address).last();
+      await expectText(m.locator('[data-testid="chat-message-body"]'), blockedBody, "bob's last message");
+      await expectAttr(m, 'data-state', 'failed', "bob's message to alice");
+      await expectAttr(m, 'data-error-code', 'recipient_unavailable', "bob's message to alice");
+      await expectTextContains(m.locator('[data-testid="chat-message-error"]'), 'Not delivered: ', 'error shown to bob');
+      await expectCount(messages(alicePage, BOB.address), aliceFromBobBefore, "messages in alice's chat with bob");
+      await bobPage.screenshot({ path: path.join(RESULTS, 'bob-blocked-message.png') });
+    });
+
+    await step('alice’s own message to bob while he is blocked shows the server’s refusal', async () => {
+      await sendChat(alicePage, BOB.address, 'this should not go out');
+      const m = messages(alicePage, BOB.address).last();
+      await expectAttr(m, 'data-state', 'failed', "alice's message to blocked bob");
+      await expectAttr(m, 'data-error-code', 'policy_violation', "alice's message to blocked bob");
+      await expectTextContains(m.locator('[data-testid="chat-message-error"]'), 'blocked', 'error shown to alice');
+      aliceFromBobBefore += 1; // her own failed message is in the same chat
+    });
+
+    await step('alice unblocks bob from the Blocked section; both see each other available again', async () => {
+      const entry = blockedItem(alicePage, BOB.address).locator('[data-testid="blocked-unblock"]');
+      await expectAttr(entry, 'aria-label', `Unblock ${BOB.address}`, 'unblock button');
+      await entry.click();
+      await expectCount(q(alicePage, 'blocked-item'), 0, "alice's blocked entries");
+      await q(alicePage, 'blocked-panel').waitFor({ state: 'hidden' });
+      const c = contact(alicePage, BOB.address);
+      await expectAttr(c, 'data-blocked', 'false', "bob in alice's list");
+      await expectText(c.locator('[data-testid="contact-note"]'), '', "alice's note on bob");
+      await expectText(c.locator('[data-testid="contact-block"]'), 'Block', "bob's block button");
+      await expectAttr(contact(bobPage, ALICE.address), 'data-show', 'available', "alice in bob's list");
+      await expectAttr(c, 'data-show', 'available', "bob in alice's list");
+      const p = pane(alicePage, BOB.address);
+      await expectText(p.locator('[data-testid="chat-presence"]'), 'Available', "alice's chat header for bob");
+      await p.locator('[data-testid="chat-blocked"]').waitFor({ state: 'hidden' });
+    });
+
+    await step('after the unblock bob’s message reaches alice, and the one sent while blocked never does', async () => {
+      await sendChat(bobPage, ALICE.address, 'friends again');
+      await expectAttr(messages(bobPage, ALICE.address).last(), 'data-state', 'sent', "bob's message after the unblock");
+      await expectText(
+        messages(alicePage, BOB.address).last().locator('[data-testid="chat-message-body"]'),
+        'friends again',
+        'message at alice after the unblock',
+      );
+      // Messages arrive in order, so one refused earlier cannot still be on its way.
+      await expectCount(messages(alicePage, BOB.address), aliceFromBobBefore + 1, "messages in alice's chat with bob");
+      const bodies = await readAll(messages(alicePage, BOB.address).locator('[data-testid="chat-message-body"]'));
+      assert(!bodies.includes(blockedBody), `the message sent while blocked reached alice: ${JSON.stringify(bodies)}`);
+    });
+
     await step('bob removes alice; neither sees the other’s presence any more', async () => {
       await contact(bobPage, ALICE.address).locator('[data-testid="contact-remove"]').click();
       await expectCount(contact(bobPage, ALICE.address), 0, "alice in bob's list");
@@ -606,11 +711,47 @@ async function main() {
       await carolCtx.close();
     });
 
+    await step('dave asks bob; bob blocks him from the request, dave sees it declined and cannot write', async () => {
+      const daveCtx = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+      daveCtx.setDefaultTimeout(TIMEOUT);
+      await enforceCsp(daveCtx);
+      const davePage = await newPage(daveCtx, 'dave');
+      await fillLogin(davePage, DAVE);
+      await q(davePage, 'register-submit').click();
+      await expectSignedIn(davePage, DAVE);
+      await addContact(davePage, 'bob');
+      const r = request(bobPage, DAVE.address);
+      await r.waitFor();
+      const block = r.locator('[data-testid="request-block"]');
+      await expectAttr(block, 'aria-label', `Deny and block ${DAVE.address}`, 'request block button');
+      await block.click();
+      await expectCount(r, 0, 'requests from dave on bob’s page');
+      await blockedItem(bobPage, DAVE.address).waitFor({ state: 'visible' });
+      await expectCount(contact(bobPage, DAVE.address), 0, "dave in bob's contacts");
+      await expectText(q(davePage, 'notice-text'), 'bob declined your contact request.', "dave's notice");
+      await q(davePage, 'add-contact-input').fill('bob');
+      await q(davePage, 'open-chat-submit').click();
+      await pane(davePage, BOB.address).waitFor({ state: 'visible' });
+      await sendChat(davePage, BOB.address, 'please?');
+      const m = messages(davePage, BOB.address).last();
+      await expectAttr(m, 'data-state', 'failed', "dave's message to bob");
+      await expectAttr(m, 'data-error-code', 'recipient_unavailable', "dave's message to bob");
+      await expectCount(tab(bobPage, DAVE.address), 0, "bob's chat tabs for dave");
+      await bobPage.screenshot({ path: path.join(RESULTS, 'bob-blocked-dave.png') });
+      await daveCtx.close();
+    });
+
+    await step('bob unblocks dave, who was never a contact; the Blocked section disappears', async () => {
+      await blockedItem(bobPage, DAVE.address).locator('[data-testid="blocked-unblock"]').click();
+      await expectCount(q(bobPage, 'blocked-item'), 0, "bob's blocked entries");
+      await q(bobPage, 'blocked-panel').waitFor({ state: 'hidden' });
+    });
+
     await step('no script errors and no CSP violations in either browser', async () => {
       assert(problems.length === 0, problems.join('\n'));
     });
 
-    await step('every frame the server sent follows hub client protocol v1', async () => {
+    await step('every frame the server sent follows hub client protocol v1 (with the blocklist extension)', async () => {
       assert(offSpec.length === 0, offSpec.join('\n'));
     });
   } finally {
