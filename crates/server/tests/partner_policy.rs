@@ -57,8 +57,44 @@ async fn partner_policy_is_enforced_and_reloads_without_a_restart() {
             .is_some_and(|w| w.contains("only from contacts")),
         "{r}"
     );
-    // Subscriptions are not exchanged with this partner: a hub user's request is refused in
-    // the hub's own protocol and nothing reaches the partner.
+    // Presence is not exchanged with this partner: a PUBLISH and a SUBSCRIBE are refused with
+    // 403 and a Warning naming the rule...
+    let via = peer.via();
+    let pidf = format!("<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"sip:{carol}\"><tuple id=\"t\"><status><basic>open</basic></status></tuple></presence>");
+    peer.send(&request(
+        "PUBLISH",
+        &carol,
+        &carol,
+        &via,
+        "Event: presence\r\nExpires: 600\r\nContent-Type: application/pidf+xml\r\n",
+        &pidf,
+    ))
+    .await;
+    let r = peer.final_response(ANSWER).await.expect("an answer");
+    assert_eq!(r.status(), Some(403), "{r}");
+    assert!(
+        r.header("Warning")
+            .is_some_and(|w| w.contains("partner policy") && w.contains("presence")),
+        "{r}"
+    );
+    peer.send(&request(
+        "SUBSCRIBE",
+        &bob_sip,
+        &carol,
+        &via,
+        &format!("Event: presence\r\nExpires: 600\r\nContact: <sip:carol@{peer_addr}>\r\n"),
+        "",
+    ))
+    .await;
+    let r = peer.final_response(ANSWER).await.expect("an answer");
+    assert_eq!(r.status(), Some(403), "{r}");
+    assert!(
+        r.header("Warning")
+            .is_some_and(|w| w.contains("subscriptions")),
+        "{r}"
+    );
+    // ...and a hub user's subscription request is refused in the hub's own protocol, with
+    // nothing reaching the partner.
     bob.send(json!({"type": "subscribe", "to": carol})).await;
     let e = bob.expect_type("error").await;
     assert_eq!(e["code"], "policy_violation", "{e}");

@@ -354,9 +354,22 @@ pub struct Endpoint {
     composing: HashMap<(Address, Address), Instant>,
     /// Local users composing towards SIP users: next refresh of "active", and when to stop.
     composing_out: HashMap<(Address, Address), (Instant, Instant)>,
+    admission: Option<std::sync::Arc<dyn Admission>>,
+}
+
+/// The gateway's policy, asked before a partner's new SUBSCRIBE or PUBLISH is accepted: what it
+/// carries (subscriptions, presence) may be refused for the sender's domain.
+pub trait Admission: Send + Sync + std::fmt::Debug {
+    /// `None` admits the request; `Some(reason)` answers 403 with the reason in a Warning.
+    fn refuse(&self, domain: &str, method: &Method) -> Option<String>;
 }
 
 impl Endpoint {
+    /// Sets the policy asked about new SUBSCRIBE and PUBLISH requests (none: all admitted).
+    pub fn set_admission(&mut self, admission: std::sync::Arc<dyn Admission>) {
+        self.admission = Some(admission);
+    }
+
     /// `now` and `wall_now` anchor the clock: event timestamps are `wall_now + (t - now)`.
     pub fn new(config: Config, now: Instant, wall_now: OffsetDateTime) -> Endpoint {
         Endpoint {
@@ -380,6 +393,7 @@ impl Endpoint {
             approved: HashMap::new(),
             composing: HashMap::new(),
             composing_out: HashMap::new(),
+            admission: None,
         }
     }
 
@@ -877,6 +891,18 @@ impl Endpoint {
             self.respond(&key, &msg, code, None, extra, now);
             return;
         }
+        if let Some(reason) = self.refused_by_policy(&msg, &method) {
+            let extra = vec![(
+                "Warning",
+                format!(
+                    "399 {} \"{}\"",
+                    self.config.local_host,
+                    single_line(&reason).replace('"', "'")
+                ),
+            )];
+            self.respond(&key, &msg, 403, None, extra, now);
+            return;
+        }
         let result = match method {
             Method::Options => {
                 let extra = vec![
@@ -924,6 +950,23 @@ impl Endpoint {
             }
             self.respond(&key, &msg, code, None, extra, now);
         }
+    }
+
+    /// The admission policy's answer for a new (out-of-dialog) SUBSCRIBE or PUBLISH, asked for
+    /// the sender's domain. Requests inside a dialog (refreshes, un-SUBSCRIBE) always pass.
+    fn refused_by_policy(&self, msg: &SipMessage, method: &Method) -> Option<String> {
+        let admission = self.admission.as_ref()?;
+        if !matches!(method, Method::Subscribe | Method::Publish) {
+            return None;
+        }
+        if name_addr(msg, "To").ok()?.tag().is_some() {
+            return None;
+        }
+        let from = uri_to_address(&name_addr(msg, "From").ok()?.uri).ok()?;
+        if self.is_local_domain(from.domain()) {
+            return None;
+        }
+        admission.refuse(from.domain(), method)
     }
 
     /// Checks every request gets before its method is looked at (RFC 3261 §8.2.2, §16.3).

@@ -61,7 +61,8 @@ pub mod wire;
 pub mod xml;
 
 pub use endpoint::{
-    Config, ConnectionId, Destination, Endpoint, SendError, Transmit, Transport, Unanswered,
+    Admission, Config, ConnectionId, Destination, Endpoint, SendError, Transmit, Transport,
+    Unanswered,
 };
 pub use message::{BuildError, Header, Method, SipMessage, StartLine};
 pub use transaction::Timers;

@@ -498,6 +498,29 @@ struct Job {
     answer: Option<Answer>,
 }
 
+/// The partner policy in force, asked before a partner's SUBSCRIBE or PUBLISH is accepted, so
+/// that a partner which may not exchange subscriptions or presence hears 403 at once.
+#[derive(Debug)]
+struct PolicyAdmission {
+    router: std::sync::Weak<crate::router::Router>,
+}
+
+impl entente_sip::Admission for PolicyAdmission {
+    fn refuse(&self, domain: &str, method: &entente_sip::Method) -> Option<String> {
+        let router = self.router.upgrade()?;
+        let traffic = router.policy().partner(domain).traffic;
+        let (allowed, what) = match method {
+            entente_sip::Method::Subscribe => (
+                traffic.subscriptions && traffic.presence,
+                "presence subscriptions",
+            ),
+            entente_sip::Method::Publish => (traffic.presence, "presence"),
+            _ => (true, ""),
+        };
+        (!allowed).then(|| format!("partner policy: {domain} may not send {what}"))
+    }
+}
+
 impl Driver {
     fn new(
         shared: Arc<Shared>,
@@ -507,7 +530,10 @@ impl Driver {
     ) -> (Driver, mpsc::Sender<Input>) {
         let (tx, rx) = mpsc::channel(4096);
         let parser = SipxParser::new(config.limits);
-        let ep = Endpoint::new(config, Instant::now(), time::OffsetDateTime::now_utc());
+        let mut ep = Endpoint::new(config, Instant::now(), time::OffsetDateTime::now_utc());
+        ep.set_admission(Arc::new(PolicyAdmission {
+            router: shared.router.clone(),
+        }));
         let workers = (0..WORKERS)
             .map(|_| {
                 let (wtx, wrx) = mpsc::channel(WORKER_QUEUE);
