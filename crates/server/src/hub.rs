@@ -351,7 +351,7 @@ async fn initial_state(router: &Router, conn: &mut Conn, user: &Address) -> Opti
             && !conn
                 .send(&presence_frame(
                     &item.contact,
-                    &router.presence_of(&item.contact),
+                    &router.presence_for(user, &item.contact),
                 ))
                 .await
         {

@@ -366,7 +366,7 @@ impl BosConn {
         let now = Instant::now();
         for item in &roster {
             if item.subscription.has_to() {
-                let kind = router.presence_of(&item.contact);
+                let kind = router.presence_for(&address, &item.contact);
                 if !matches!(kind, PresenceKind::Unavailable { .. }) {
                     let p = Presence {
                         from: item.contact.clone(),
@@ -432,7 +432,7 @@ impl BosConn {
                     .flatten()
                     .is_some_and(|i| i.subscription.has_to());
                 if allowed {
-                    let kind = router.presence_of(&contact);
+                    let kind = router.presence_for(&me, &contact);
                     let p = Presence {
                         from: contact,
                         to: Some(me),

@@ -765,6 +765,15 @@ impl Router {
         }
     }
 
+    /// A contact's presence as `user` may see it: unavailable while the user blocks it.
+    pub fn presence_for(&self, user: &Address, contact: &Address) -> PresenceKind {
+        if self.blocks(user, contact) {
+            PresenceKind::Unavailable { status: None }
+        } else {
+            self.presence_of(contact)
+        }
+    }
+
     /// Current presence of a contact as the hub knows it.
     pub fn presence_of(&self, contact: &Address) -> PresenceKind {
         let st = self.state();

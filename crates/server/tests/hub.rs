@@ -570,8 +570,15 @@ async fn a_blocked_contact_neither_reaches_nor_sees_the_user() {
     drop((alice, bob));
     s.stop();
     s.restart();
-    let mut alice = s.login("alice").await;
     let mut bob = s.login("bob").await;
+    let mut alice = s.login("alice").await;
+    // bob is online, but alice, who blocks him, is shown him offline from the start.
+    let p = alice
+        .expect("bob's presence", |v| {
+            v["type"] == "presence" && v["from"] == "bob@hub.test"
+        })
+        .await;
+    assert_eq!(p["show"], "offline", "{p}");
     alice.send(json!({"type": "blocklist"})).await;
     assert_eq!(
         alice.expect_type("blocklist").await["items"],
