@@ -110,6 +110,8 @@ pub struct PartnerPolicy {
     pub max_body_bytes: Option<usize>,
     /// Overrides the default rate of events from this partner domain.
     pub rate: Option<Rate>,
+    /// The partner must authenticate with a certificate (dialback is not enough).
+    pub certificate_required: bool,
 }
 
 impl Default for PartnerPolicy {
@@ -119,6 +121,7 @@ impl Default for PartnerPolicy {
             strangers: true,
             max_body_bytes: None,
             rate: None,
+            certificate_required: false,
         }
     }
 }

@@ -273,6 +273,7 @@ impl Partner {
                 per_second: r,
                 burst: self.burst.unwrap_or(limits.partner_burst),
             }),
+            certificate_required: self.auth == PartnerAuth::Certificate,
         }
     }
 }

@@ -116,11 +116,13 @@ pub fn reload(state: &AppState) -> anyhow_lite::Result<Reloaded> {
         .partners
         .iter()
         .filter(|p| {
+            // An XMPP partner's required authentication is policy, checked on every stream;
+            // a SIP partner's decides which endpoint (UDP/TCP or TLS) serves it.
             !state.config.partners.iter().any(|q| {
                 q.domain.eq_ignore_ascii_case(&p.domain)
                     && q.protocol == p.protocol
                     && q.address == p.address
-                    && q.auth == p.auth
+                    && (q.auth == p.auth || p.protocol == config::PartnerProtocol::Xmpp)
             })
         })
         .map(|p| p.domain.clone())

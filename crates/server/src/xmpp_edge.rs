@@ -355,10 +355,16 @@ impl XmppEdge {
         self.router.upgrade()
     }
 
+    /// Whether `domain` must authenticate with a certificate: the partner policy in force
+    /// (reloadable), else the configuration the edge started with.
     fn requires_certificate(&self, domain: &str) -> bool {
-        self.partners
-            .get(domain)
-            .is_some_and(|p| p.auth == PartnerAuth::Certificate)
+        match self.router() {
+            Some(router) => router.policy().partner(domain).certificate_required,
+            None => self
+                .partners
+                .get(domain)
+                .is_some_and(|p| p.auth == PartnerAuth::Certificate),
+        }
     }
 
     /// Tells a hub sender that an event could not be carried.

@@ -429,6 +429,29 @@ async fn partners_without_a_valid_certificate_or_not_on_the_allowlist_are_refuse
                 error.contains("did not present a valid certificate"),
                 "{p}"
             );
+            // The required authentication is policy: relaxed to dialback in the file and
+            // reloaded, the same partner gets through without a restart.
+            let path = server.config_path();
+            let text = std::fs::read_to_string(&path)
+                .unwrap()
+                .replace("auth = \"certificate\"", "auth = \"dialback\"");
+            std::fs::write(&path, text).unwrap();
+            let (status, body) = server
+                .http_with(
+                    "POST",
+                    "/api/v1/admin/policy/reload",
+                    None,
+                    "Authorization: Bearer admin-token\r\n",
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            assert!(body.contains("\"restart_needed\":[]"), "{body}");
+            alice.send(json!({"cmd": "message", "to": BOB, "body": "dialback now", "id": "r3"}));
+            bob.expect("alice's message", |v| {
+                v["type"] == "message" && v["body"] == "dialback now"
+            })
+            .await;
+            assert_eq!(partner_state(&server, CORP).await["connected"], true);
         }
     }
 }
