@@ -541,6 +541,24 @@ impl Router {
         Ok((delivered, refused, 0))
     }
 
+    async fn audit_tag(&self, m: &Message, rule: &str) {
+        let entry = entente_store::AuditEntry {
+            ts: (m.ts.unix_timestamp_nanos() / 1_000_000) as i64,
+            kind: "message".into(),
+            sender: m.from.to_string(),
+            recipient: m.to.to_string(),
+            action: "tagged".into(),
+            rule: Some(rule.to_string()),
+            body: self
+                .audit_bodies
+                .load(Ordering::Relaxed)
+                .then(|| m.body.clone()),
+        };
+        if let Err(e) = self.store.audit(&entry).await {
+            tracing::error!(error = %e, "could not write the audit archive");
+        }
+    }
+
     async fn audit_held(&self, m: &QueuedMessage, action: &str) {
         let entry = entente_store::AuditEntry {
             ts: (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
@@ -562,7 +580,12 @@ impl Router {
     /// Content rules, then outbreak containment: what a quarantined sender sends is held (as is
     /// the message that trips the detector, and what a `quarantine` rule catches), and content
     /// blocked network-wide is refused.
-    fn protect(&self, m: &Message, alerts: &mut Vec<entente_policy::Alert>) -> Result<(), Refusal> {
+    /// `Ok(Some(rule))`: deliver, marked by a `tag` rule.
+    fn protect(
+        &self,
+        m: &Message,
+        alerts: &mut Vec<entente_policy::Alert>,
+    ) -> Result<Option<String>, Refusal> {
         let inspector = self
             .inspector
             .read()
@@ -581,6 +604,10 @@ impl Router {
         if let Some(refusal) = verdict.refusal() {
             return Err(refusal);
         }
+        let tag = match &verdict {
+            Verdict::Tag(rule) => Some(rule.clone()),
+            _ => None,
+        };
         let now = std::time::Instant::now();
         let sender = m.from.to_string();
         let mut outbreak = self.outbreak.lock().unwrap_or_else(|e| e.into_inner());
@@ -613,7 +640,7 @@ impl Router {
                 "outbreak containment: the same content went to too many recipients; you are quarantined and your messages are held",
             ));
         }
-        Ok(())
+        Ok(tag)
     }
 
     /// Every edge's partner links, for the admin API.
@@ -924,11 +951,21 @@ impl Router {
             for alert in alerts {
                 self.persist_containment(&alert).await;
             }
-            if let Err(refusal) = verdict {
-                if refusal.held {
-                    self.hold(m, &refusal.text).await?;
+            match verdict {
+                Err(refusal) => {
+                    if refusal.held {
+                        self.hold(m, &refusal.text).await?;
+                    }
+                    return Err(refusal);
                 }
-                return Err(refusal);
+                Ok(Some(rule)) => {
+                    // Delivered, marked for the recipient; the decision is archived.
+                    self.audit_tag(m, &rule).await;
+                    if let Event::Message(m) = &mut event {
+                        m.body = format!("[flagged by content rule {rule}] {}", m.body);
+                    }
+                }
+                Ok(None) => {}
             }
         }
         if let Origin::Partner { .. } = origin {

@@ -293,7 +293,11 @@ async fn a_worm_outbreak_is_contained_within_three_messages() {
 async fn a_quarantine_rule_holds_until_an_administrator_delivers() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules.txt");
-    std::fs::write(&rules, "set inspect_hub true\nquarantine keyword invoice\n").unwrap();
+    std::fs::write(
+        &rules,
+        "set inspect_hub true\nquarantine keyword invoice\ntag keyword confidential\n",
+    )
+    .unwrap();
     let s = server(&format!(
         "[protection]\nrules = \"{}\"\n[admin]\ntoken = \"t0k3n\"\n",
         rules.display()
@@ -328,6 +332,32 @@ async fn a_quarantine_rule_holds_until_an_administrator_delivers() {
     assert_eq!(m["from"], "alice@hub.test");
     let (_, body) = s.http_with("GET", "/api/v1/admin/held", None, auth).await;
     assert_eq!(body, r#"{"held":[]}"#);
+    // A `tag` rule delivers the message marked with the rule, and archives the decision.
+    assert_eq!(
+        alice
+            .message("t1", "bob@hub.test", "strictly confidential")
+            .await["type"],
+        "ack"
+    );
+    let m = bob.expect_type("message").await;
+    assert_eq!(
+        m["body"],
+        "[flagged by content rule keyword:confidential] strictly confidential"
+    );
+    let (_, lines) = s
+        .http_with(
+            "GET",
+            "/api/v1/admin/audit?sender=alice%40hub.test",
+            None,
+            auth,
+        )
+        .await;
+    assert!(
+        lines
+            .lines()
+            .any(|l| l.contains("\"action\":\"tagged\"") && l.contains("keyword:confidential")),
+        "{lines}"
+    );
 }
 
 /// A quarantine and a network-wide block outlive a restart: only an administrator lifts the
