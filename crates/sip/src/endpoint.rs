@@ -1,7 +1,8 @@
 //! The SIMPLE endpoint: one sans-IO state machine that owns transactions, subscription dialogs
 //! and publications, and turns SIP traffic into canonical events and back.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -338,6 +339,14 @@ pub struct Endpoint {
     framers: HashMap<ConnectionId, (Transport, StreamFramer)>,
     servers: HashMap<ServerKey, ServerEntry>,
     clients: HashMap<String, ClientEntry>,
+    /// Client transaction deadlines (timers E, F, K), earliest first, by branch. An entry may
+    /// be stale (its transaction gone or rescheduled, which only wakes the driver early);
+    /// every live transaction's current deadline is in it. Keeps timers O(log n) per
+    /// transaction instead of a scan of every transaction at each poll.
+    client_timers: BinaryHeap<Reverse<(Instant, String)>>,
+    /// Server transaction deadlines (timer J), in the order they were set: J is a fixed time
+    /// after the final answer, so with a monotonic clock the front is the earliest.
+    server_timers: VecDeque<(Instant, ServerKey)>,
     pending: HashMap<String, PendingAnswer>,
     notifiers: HashMap<DialogKey, Notifier>,
     subscribers: HashMap<DialogKey, Subscriber>,
@@ -384,6 +393,8 @@ impl Endpoint {
             framers: HashMap::new(),
             servers: HashMap::new(),
             clients: HashMap::new(),
+            client_timers: BinaryHeap::new(),
+            server_timers: VecDeque::new(),
             pending: HashMap::new(),
             notifiers: HashMap::new(),
             subscribers: HashMap::new(),
@@ -505,6 +516,24 @@ impl Endpoint {
         if let Some(entry) = branch.and_then(|b| self.clients.remove(&b)) {
             self.client_failed(entry.purpose, 502, "Transport Error", None, now);
         }
+        self.tidy_timers();
+    }
+
+    /// Drops stale deadlines from the front of the timer queues, so that [`Self::poll_timeout`]
+    /// is exact: a transaction that ended or was rescheduled leaves its old entry behind.
+    fn tidy_timers(&mut self) {
+        while let Some(Reverse((due, branch))) = self.client_timers.peek() {
+            if self.clients.get(branch).and_then(|c| c.tx.deadline()) == Some(*due) {
+                break;
+            }
+            self.client_timers.pop();
+        }
+        while let Some((due, key)) = self.server_timers.front() {
+            if self.servers.get(key).and_then(|s| s.tx.deadline()) == Some(*due) {
+                break;
+            }
+            self.server_timers.pop_front();
+        }
     }
 
     /// Next bytes to send.
@@ -547,8 +576,12 @@ impl Endpoint {
 
     /// When [`Self::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let clients = self.clients.values().filter_map(|c| c.tx.deadline());
-        let servers = self.servers.values().filter_map(|s| s.tx.deadline());
+        let clients = self
+            .client_timers
+            .peek()
+            .map(|Reverse((t, _))| *t)
+            .into_iter();
+        let servers = self.server_timers.front().map(|(t, _)| *t).into_iter();
         let pending = self.pending.values().map(|p| p.due);
         let notifiers = self.notifiers.values().map(|n| n.expires_at);
         let subscribers = self
@@ -578,15 +611,36 @@ impl Endpoint {
     pub fn handle_timeout(&mut self, now: Instant) {
         // Client transactions: retransmit (timer E), time out (F), forget (K).
         let mut timed_out = Vec::new();
-        for (branch, entry) in self.clients.iter_mut() {
+        while self
+            .client_timers
+            .peek()
+            .is_some_and(|Reverse((due, _))| *due <= now)
+        {
+            let Some(Reverse((_, branch))) = self.client_timers.pop() else {
+                break;
+            };
+            let Some(entry) = self.clients.get_mut(&branch) else {
+                continue; // gone: a stale deadline
+            };
+            if entry.tx.deadline().is_none_or(|d| d > now) {
+                continue; // rescheduled: its current deadline has an entry of its own
+            }
+            let mut failed = false;
             for action in entry.tx.on_timeout(now) {
                 match action {
                     ClientAction::Retransmit(payload) => self.transmits.push_back(Transmit {
                         destination: entry.destination.clone(),
                         payload,
                     }),
-                    ClientAction::TimedOut => timed_out.push(branch.clone()),
+                    ClientAction::TimedOut => failed = true,
                 }
+            }
+            if failed {
+                timed_out.push(branch);
+            } else if entry.tx.is_terminated() {
+                self.clients.remove(&branch);
+            } else if let Some(next) = entry.tx.deadline().filter(|d| *d > now) {
+                self.client_timers.push(Reverse((next, branch)));
             }
         }
         for branch in timed_out {
@@ -595,12 +649,22 @@ impl Endpoint {
                 self.client_failed(entry.purpose, 408, "Request Timeout", None, now);
             }
         }
-        self.clients.retain(|_, c| !c.tx.is_terminated());
         // Server transactions: timer J.
-        for s in self.servers.values_mut() {
-            s.tx.on_timeout(now);
+        while self
+            .server_timers
+            .front()
+            .is_some_and(|(due, _)| *due <= now)
+        {
+            let Some((_, key)) = self.server_timers.pop_front() else {
+                break;
+            };
+            if let Some(s) = self.servers.get_mut(&key) {
+                s.tx.on_timeout(now);
+                if s.tx.is_terminated() {
+                    self.servers.remove(&key);
+                }
+            }
         }
-        self.servers.retain(|_, s| !s.tx.is_terminated());
         // Incoming MESSAGEs nobody refused in time are accepted.
         let due: Vec<String> = self
             .pending
@@ -711,6 +775,7 @@ impl Endpoint {
                 self.publication_gone(p.entity);
             }
         }
+        self.tidy_timers();
     }
 
     /// A canonical event for a SIP user. Returns an error for events with no SIP form.
@@ -770,6 +835,7 @@ impl Endpoint {
         } else {
             self.handle_response(msg, now);
         }
+        self.tidy_timers();
     }
 
     fn handle_response(&mut self, msg: SipMessage, now: Instant) {
@@ -796,6 +862,8 @@ impl Endpoint {
         let purpose = entry.purpose.clone();
         if entry.tx.is_terminated() {
             self.clients.remove(branch);
+        } else if let Some(next) = entry.tx.deadline() {
+            self.client_timers.push(Reverse((next, branch.to_string())));
         }
         if code < 300 {
             self.client_succeeded(purpose, &resp, now);
@@ -2146,6 +2214,9 @@ impl Endpoint {
         });
         let tx =
             ClientTransaction::new(bytes, reliable, self.config.timers, now).with_method(method);
+        if let Some(due) = tx.deadline() {
+            self.client_timers.push(Reverse((due, branch.clone())));
+        }
         self.clients.insert(
             branch,
             ClientEntry {
@@ -2177,6 +2248,9 @@ impl Endpoint {
                 destination: entry.reply_to.clone(),
                 payload: bytes,
             });
+            if let Some(due) = entry.tx.deadline() {
+                self.server_timers.push_back((due, key.clone()));
+            }
         }
         if entry.tx.is_terminated() {
             self.servers.remove(key);

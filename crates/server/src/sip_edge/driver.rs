@@ -43,10 +43,18 @@ const MAX_CONNECTIONS: usize = 1024;
 /// Requests per second (and burst) one source IP may send before it is answered 503.
 const SOURCE_RATE: f64 = 2000.0;
 const SOURCE_BURST: u32 = 4000;
+/// Responses per second (and burst) one source IP may send over UDP. They answer our own
+/// requests, so a partner sends as many as we ask of it: counted apart from its requests, with
+/// a bound only against a flood of made-up ones.
+const RESPONSE_RATE: f64 = 20_000.0;
+const RESPONSE_BURST: u32 = 40_000;
 const MAX_SOURCES: usize = 10_000;
 /// Router workers; events from one sender always go to the same one, so they stay in order.
 const WORKERS: usize = 4;
 const WORKER_QUEUE: usize = 1024;
+/// Inputs (datagrams, router deliveries, connection bytes) taken at most in one turn of the
+/// driver, before its output is flushed and its next deadline read again.
+const BATCH: usize = 64;
 /// Open transactions of each kind per endpoint (beyond it: 503 statelessly).
 const MAX_TRANSACTIONS: usize = 32_768;
 /// Hub users known to watch a SIP user (for presence a partner PUBLISHes), at most.
@@ -485,7 +493,8 @@ struct Driver {
     requeue: Vec<(Transmit, usize)>,
     /// Incoming MESSAGEs waiting for the router, by the id the endpoint gave them.
     inflight: HashMap<String, (Instant, Answer)>,
-    sources: HashMap<IpAddr, ConnectionLimiter>,
+    /// Token buckets per source address: (requests, responses).
+    sources: HashMap<IpAddr, (ConnectionLimiter, ConnectionLimiter)>,
     workers: Vec<mpsc::Sender<Job>>,
     /// SIP user → hub users watching them, from the subscriptions and probes we sent.
     watchers: HashMap<Address, HashSet<Address>>,
@@ -646,16 +655,34 @@ impl Driver {
                     None => break,
                 },
                 r = recv_from(udp.as_deref(), &mut buf) => match r {
-                    Ok((n, from)) => {
-                        let data = Bytes::copy_from_slice(buf.get(..n).unwrap_or(&[]));
-                        self.on_datagram(from, &data);
-                    }
+                    Ok((n, from)) => self.on_datagram(from, buf.get(..n).unwrap_or(&[])),
                     Err(e) => {
                         // ICMP port-unreachable from an earlier send shows up here on Linux.
                         tracing::debug!(error = %e, "sip udp receive");
                     }
                 },
                 _ = sleep_until(deadline) => self.on_timeout(),
+            }
+            // Whatever else is ready now is taken before the next flush and timer reading.
+            for _ in 0..BATCH {
+                let mut progressed = false;
+                if let Ok(input) = self.rx.try_recv() {
+                    self.on_input(input);
+                    progressed = true;
+                }
+                if let Some(u) = udp.as_deref() {
+                    match u.try_recv_from(&mut buf) {
+                        Ok((n, from)) => {
+                            self.on_datagram(from, buf.get(..n).unwrap_or(&[]));
+                            progressed = true;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => tracing::debug!(error = %e, "sip udp receive"),
+                    }
+                }
+                if !progressed {
+                    break;
+                }
             }
         }
         Ok(())
@@ -1182,7 +1209,8 @@ impl Driver {
         if data.iter().all(|b| matches!(b, b'\r' | b'\n')) {
             return; // keep-alive
         }
-        if !self.source_allowed(from.ip()) {
+        let response = data.starts_with(b"SIP/2.0 ");
+        if !self.source_allowed(from.ip(), response) {
             return; // a flood: dropped before any parsing
         }
         match self.parser.parse_datagram(data) {
@@ -1221,7 +1249,7 @@ impl Driver {
                     if msg.is_request() {
                         let ip = self.links.get(&id).map(|l| l.peer.ip());
                         if let Some(ip) = ip {
-                            if !self.source_allowed(ip) {
+                            if !self.source_allowed(ip, false) {
                                 let host = self.host().to_string();
                                 let extra = [("Retry-After", "5".to_string())];
                                 if let Some(b) = reply::stateless(&msg, 503, None, &host, &extra) {
@@ -1297,14 +1325,23 @@ impl Driver {
         }
     }
 
-    fn source_allowed(&mut self, ip: IpAddr) -> bool {
+    /// Whether a request (or a response) from `ip` may be handled: each source address has
+    /// a token bucket for requests and one for responses.
+    fn source_allowed(&mut self, ip: IpAddr, response: bool) -> bool {
         if self.sources.len() >= MAX_SOURCES && !self.sources.contains_key(&ip) {
             self.sources.clear();
         }
-        self.sources
-            .entry(ip)
-            .or_insert_with(|| ConnectionLimiter::new(SOURCE_RATE, SOURCE_BURST))
-            .allow()
+        let (requests, responses) = self.sources.entry(ip).or_insert_with(|| {
+            (
+                ConnectionLimiter::new(SOURCE_RATE, SOURCE_BURST),
+                ConnectionLimiter::new(RESPONSE_RATE, RESPONSE_BURST),
+            )
+        });
+        if response {
+            responses.allow()
+        } else {
+            requests.allow()
+        }
     }
 
     /// A request may reach the endpoint only from a configured SIP partner's domain, and for
