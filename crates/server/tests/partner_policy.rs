@@ -340,3 +340,53 @@ async fn an_xmpp_flood_gets_resource_constraint() {
         .await
         .is_none_or(|v| v["type"] != "message"));
 }
+
+/// SIGHUP reloads the policy from the file, as the admin API does.
+#[tokio::test]
+async fn sighup_reloads_the_policy() {
+    let s = Server::start("[limits]\nsender_rate = 0.01\nsender_burst = 2\n");
+    let mut amy = s.login("amy").await;
+    let _ = s.login("ben").await;
+    for i in 0..2 {
+        assert_eq!(
+            amy.message(&format!("a{i}"), "ben@hub.test", "hi").await["type"],
+            "ack"
+        );
+    }
+    assert_eq!(
+        amy.message("a2", "ben@hub.test", "hi").await["code"],
+        "rate_limited"
+    );
+    let path = s.config_path();
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("sender_burst = 2", "sender_burst = 500");
+    std::fs::write(&path, text).unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The signal is handled asynchronously: the first accepted message shows it took effect.
+    let mut accepted = false;
+    for i in 0..50 {
+        let answer = amy.message(&format!("b{i}"), "ben@hub.test", "hi").await;
+        if answer["type"] == "ack" {
+            accepted = true;
+            break;
+        }
+        assert_eq!(answer["code"], "rate_limited", "{answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(accepted, "the reload never happened");
+    // Buckets start afresh on reload, so what proves the file was read is the new burst.
+    for i in 0..5 {
+        assert_eq!(
+            amy.message(&format!("c{i}"), "ben@hub.test", "hi").await["type"],
+            "ack"
+        );
+    }
+    // The server is still serving after the signal.
+    let (status, _) = s.http("GET", "/healthz", None).await;
+    assert_eq!(status, 200);
+}
