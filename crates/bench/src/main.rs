@@ -22,6 +22,9 @@ enum Mode {
     /// Plays a partner XMPP server: s2s streams (STARTTLS, dialback) carry messages to hub
     /// users connected over WebSocket.
     S2s(entente_bench::s2s::S2sArgs),
+    /// Plays a SIP partner: user agents send MESSAGE to hub users (UDP or TCP), and the
+    /// partner answers the hub users' messages.
+    Sip(entente_bench::sip::SipArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +44,7 @@ fn main() -> std::process::ExitCode {
             Mode::Ws(args) => entente_bench::ws::run(args).await,
             Mode::Oscar(args) => entente_bench::oscar::run(args).await,
             Mode::S2s(args) => entente_bench::s2s::run(args).await,
+            Mode::Sip(args) => entente_bench::sip::run(args).await,
         }
     });
     match result {

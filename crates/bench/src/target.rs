@@ -77,6 +77,11 @@ pub struct SpawnSettings {
     pub xmpp_s2s: bool,
     /// XMPP partner domains written as `[[partner]]` tables.
     pub xmpp_partners: Vec<XmppPartner>,
+    /// Also listen for SIP (`[listen] sip`, UDP and TCP on one port) on 127.0.0.1, likewise.
+    pub sip: bool,
+    /// SIP partner domains written as `[[partner]]` tables (`protocol = "sip"`, the same
+    /// fields as [`XmppPartner`], `auth` `none` or `certificate`).
+    pub sip_partners: Vec<XmppPartner>,
 }
 
 /// An XMPP partner of a throw-away server: its domain, where its server listens, and how it
@@ -100,6 +105,8 @@ impl Default for SpawnSettings {
             oscar: false,
             xmpp_s2s: false,
             xmpp_partners: Vec::new(),
+            sip: false,
+            sip_partners: Vec::new(),
         }
     }
 }
@@ -115,10 +122,18 @@ pub fn render_config(settings: &SpawnSettings, data_dir: &Path) -> String {
     if settings.xmpp_s2s {
         listen.push_str("xmpp_s2s = \"127.0.0.1:0\"\n");
     }
+    if settings.sip {
+        listen.push_str("sip = \"127.0.0.1:0\"\n");
+    }
     let mut partners = String::new();
-    for p in &settings.xmpp_partners {
+    let all = settings
+        .xmpp_partners
+        .iter()
+        .map(|p| ("xmpp", p))
+        .chain(settings.sip_partners.iter().map(|p| ("sip", p)));
+    for (protocol, p) in all {
         partners.push_str(&format!(
-            "\n[[partner]]\ndomain = {}\nprotocol = \"xmpp\"\naddress = {}\nauth = {}\n",
+            "\n[[partner]]\ndomain = {}\nprotocol = \"{protocol}\"\naddress = {}\nauth = {}\n",
             toml_string(&p.domain),
             toml_string(&p.address.to_string()),
             toml_string(&p.auth),
@@ -272,6 +287,9 @@ impl SpawnedServer {
         }
         if settings.xmpp_s2s {
             expected.push("xmpp_s2s");
+        }
+        if settings.sip {
+            expected.push("sip");
         }
         let mut listeners = BTreeMap::new();
         let mut reader = BufReader::new(stdout);
@@ -478,6 +496,28 @@ mod tests {
             value["limits"]["connection_burst"].as_integer(),
             Some(1_000_000)
         );
+    }
+
+    #[test]
+    fn sip_listener_and_partners_are_written() {
+        let settings = SpawnSettings {
+            sip: true,
+            sip_partners: vec![XmppPartner {
+                domain: "bench-sip.test".to_string(),
+                address: "127.0.0.1:5070".parse().unwrap(),
+                auth: "none".to_string(),
+            }],
+            ..SpawnSettings::default()
+        };
+        let value: toml::Table =
+            toml::from_str(&render_config(&settings, Path::new("/d"))).expect("valid TOML");
+        assert_eq!(value["listen"]["sip"].as_str(), Some("127.0.0.1:0"));
+        let partners = value["partner"].as_array().expect("[[partner]] tables");
+        assert_eq!(partners.len(), 1);
+        assert_eq!(partners[0]["domain"].as_str(), Some("bench-sip.test"));
+        assert_eq!(partners[0]["protocol"].as_str(), Some("sip"));
+        assert_eq!(partners[0]["address"].as_str(), Some("127.0.0.1:5070"));
+        assert_eq!(partners[0]["auth"].as_str(), Some("none"));
     }
 
     #[test]
