@@ -8,9 +8,10 @@
 mod common;
 mod xmpp;
 
+use common::dns::{Record, TestDns};
 use common::{Client, Server};
 use serde_json::{json, Value};
-use xmpp::{free_port, require, Certs, MiniDns, Mode, Prosody, XmppClient, CORP};
+use xmpp::{free_port, require, Certs, Mode, Prosody, XmppClient, CORP};
 
 const ALICE: &str = "alice@corp-a.test";
 const BOB: &str = "bob@hub.test";
@@ -302,8 +303,17 @@ async fn a_partner_offering_direct_tls_is_reached_over_it() {
     let certs = Certs::make(certs_dir.path(), Mode::Dialback);
     let prosody_s2s = free_port();
     let prosody_direct = free_port();
-    let dns = MiniDns::start(&["--a", CORP, "--srvs", &format!("{CORP}:{prosody_direct}")]);
-    let dns_port = dns.port;
+    let dns = TestDns::start(vec![
+        Record::a(CORP, std::net::Ipv4Addr::LOCALHOST),
+        Record::srv(
+            &format!("_xmpps-server._tcp.{CORP}"),
+            0,
+            5,
+            prosody_direct,
+            CORP,
+        ),
+    ]);
+    let dns_port = dns.addr.port();
     let extra = format!(
         "[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n[[partner]]\ndomain = \"{CORP}\"\nprotocol = \"xmpp\"\nauth = \"dialback\"\n"
     );
@@ -347,8 +357,17 @@ async fn a_partner_is_found_through_the_configured_name_server() {
     let certs_dir = tempfile::tempdir().unwrap();
     let certs = Certs::make(certs_dir.path(), Mode::Dialback);
     let prosody_s2s = free_port();
-    let dns = MiniDns::start(&["--a", CORP, "--srv", &format!("{CORP}:{prosody_s2s}")]);
-    let dns_port = dns.port;
+    let dns = TestDns::start(vec![
+        Record::a(CORP, std::net::Ipv4Addr::LOCALHOST),
+        Record::srv(
+            &format!("_xmpp-server._tcp.{CORP}"),
+            0,
+            5,
+            prosody_s2s,
+            CORP,
+        ),
+    ]);
+    let dns_port = dns.addr.port();
     let extra = format!(
         "[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n[[partner]]\ndomain = \"{CORP}\"\nprotocol = \"xmpp\"\nauth = \"dialback\"\n"
     );

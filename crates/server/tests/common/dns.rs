@@ -1,7 +1,7 @@
 //! A loopback DNS responder for tests, in process: it answers only the A and SRV records it is
 //! given (NOERROR with no answer for another type of a known name, NXDOMAIN for any other
-//! name), never recurses, and records every question. Point the hub at it with
-//! [`TestDns::toml`] so no lookup leaves the machine.
+//! name), never recurses, and records every question; the SIP and XMPP tests share it. Point
+//! the hub at it with [`TestDns::toml`] so no lookup leaves the machine.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
