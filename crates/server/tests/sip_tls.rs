@@ -335,6 +335,29 @@ async fn a_partner_whose_certificate_does_not_match_gets_nothing() {
         })
         .await;
     assert_eq!(err["code"], "remote_server_not_found", "{err}");
+    // The admin API names the failure for the partner.
+    let (status, body) = server
+        .http_with(
+            "GET",
+            "/api/v1/admin/partners",
+            None,
+            "Authorization: Bearer tls-links\r\n",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let entry = &v["partners"][0];
+    assert_eq!(entry["connected"], false, "{v}");
+    let text = entry["last_error"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("not valid for secure.test") && text.contains(&addr.to_string()),
+        "{v}"
+    );
+    let links = entry["links"].as_array().unwrap();
+    assert_eq!(links.len(), 1, "{v}");
+    assert_eq!(links[0]["transport"], "sip-tls");
+    assert_eq!(links[0]["auth"], "certificate");
+    assert!(links[0]["since"].is_null(), "{v}");
     // The impostor never saw the request.
     let got = tokio::time::timeout(Duration::from_secs(2), partner).await;
     assert!(
