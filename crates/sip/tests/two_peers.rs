@@ -781,3 +781,34 @@ fn composing_is_refreshed_while_it_lasts_and_ends_with_a_message() {
     );
     assert_eq!(net.a.poll_timeout(), None);
 }
+
+#[test]
+fn many_transactions_each_keep_their_timers_and_all_settle() {
+    let mut b = support::config("127.0.0.2", "corp-b.test", Transport::Udp);
+    b.message_answer_delay = Duration::ZERO;
+    let a = support::config("127.0.0.1", "hub.test", Transport::Udp);
+    let mut net = Net::with_configs(a, b, Transport::Udp);
+    // Every 20th MESSAGE is lost once: its retransmission (timer E) must still fire among
+    // hundreds of other transactions' timers.
+    let mut seen = 0u32;
+    net.drop = Box::new(move |p| {
+        if p.first_line().starts_with("MESSAGE") {
+            seen += 1;
+            return seen % 20 == 1 && seen <= 400;
+        }
+        false
+    });
+    for i in 0..400 {
+        net.send(Side::A, message(&format!("n{i}"), "one of many"));
+        net.advance(Duration::from_millis(10));
+    }
+    net.advance(Duration::from_secs(40));
+    assert_eq!(messages(&net.events_b).len(), 400);
+    assert!(failures(&net.events_a).is_empty(), "{:?}", net.events_a);
+    // 400 requests, 20 of them lost once and sent again.
+    assert_eq!(net.sent(Side::A, "MESSAGE").len(), 420);
+    // Timers K (client) and J (server) have run out: nothing is left on either side.
+    net.advance(Duration::from_secs(40));
+    assert_eq!(net.a.poll_timeout(), None);
+    assert_eq!(net.b.poll_timeout(), None);
+}
