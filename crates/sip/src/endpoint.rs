@@ -307,6 +307,8 @@ struct Subscriber {
     /// A one-off fetch (probe): no subscription events, just presence.
     fetch: bool,
     retried: bool,
+    /// How many times in a row this subscription lapsed and was tried again (0: a fresh one).
+    lapses: u32,
 }
 
 /// Presence state a SIP presence agent published to us.
@@ -364,6 +366,10 @@ pub struct Endpoint {
     /// Local users composing towards SIP users: next refresh of "active", and when to stop.
     composing_out: HashMap<(Address, Address), (Instant, Instant)>,
     admission: Option<std::sync::Arc<dyn Admission>>,
+    /// Our subscriptions that lapsed for want of an answer (the partner down, a refresh that
+    /// timed out), to be tried again at the given time: (local user, SIP user) → (when, lapses).
+    /// A lapse is not the SIP user withdrawing the hub user's authorisation.
+    resubscribe: HashMap<(Address, Address), (Instant, u32)>,
 }
 
 /// The gateway's policy, asked before a partner's new SUBSCRIBE or PUBLISH is accepted: what it
@@ -405,6 +411,7 @@ impl Endpoint {
             composing: HashMap::new(),
             composing_out: HashMap::new(),
             admission: None,
+            resubscribe: HashMap::new(),
         }
     }
 
@@ -589,7 +596,11 @@ impl Endpoint {
             .values()
             .flat_map(|s| [Some(s.expires_at), s.refresh_at])
             .flatten();
-        let publications = self.publications.values().map(|p| p.expires_at);
+        let publications = self
+            .publications
+            .values()
+            .map(|p| p.expires_at)
+            .chain(self.resubscribe.values().map(|(t, _)| *t));
         let out_publications = self.out_publications.values().filter_map(|p| p.refresh_at);
         let composing = self
             .composing
@@ -696,6 +707,7 @@ impl Endpoint {
                 self.send_notify(&mut n, state, None, now);
             }
         }
+        self.retry_lapsed(now);
         // Subscriber refreshes and expiries.
         let keys: Vec<DialogKey> = self.subscribers.keys().cloned().collect();
         for key in keys {
@@ -705,11 +717,8 @@ impl Endpoint {
             if s.expires_at <= now {
                 if let Some(s) = self.subscribers.remove(&key) {
                     if !s.fetch && s.state != SubscriberState::Ending {
-                        self.events.push_back(Event::Subscription(Subscription {
-                            from: s.dialog.remote.clone(),
-                            to: s.dialog.local.clone(),
-                            kind: SubscriptionKind::Unsubscribed,
-                        }));
+                        // Not refreshed in time: the partner is unreachable, not refusing.
+                        self.lapse(s.dialog.local, s.dialog.remote, s.lapses, now);
                     }
                 }
             } else if s.refresh_at.is_some_and(|t| t <= now) {
@@ -1377,9 +1386,16 @@ impl Endpoint {
                         Some("deactivated") | Some("timeout")
                     ) && s.state != SubscriberState::Ending
                         && !s.fetch;
+                    let later =
+                        matches!(state.reason.as_deref(), Some("probation") | Some("giveup"))
+                            && s.state != SubscriberState::Ending
+                            && !s.fetch;
                     if resubscribe {
                         // RFC 6665 §4.1.3: these reasons invite an immediate new subscription.
                         self.start_subscription(s.dialog.local.clone(), remote.clone(), false, now);
+                    } else if later {
+                        // …and these one later: the notifier did not refuse.
+                        self.lapse(s.dialog.local.clone(), remote.clone(), s.lapses, now);
                     } else if s.state != SubscriberState::Ending && !s.fetch {
                         self.events.push_back(Event::Subscription(Subscription {
                             from: remote.clone(),
@@ -1625,6 +1641,13 @@ impl Endpoint {
                     self.start_subscription(s.dialog.local, s.dialog.remote, false, now);
                     return;
                 }
+                let unreachable = matches!(code, 408 | 480 | 500 | 502 | 503 | 504);
+                if unreachable && (refresh || s.lapses > 0) {
+                    // A subscription we had could not be kept up: try again later rather than
+                    // take the partner's silence for a refusal.
+                    self.lapse(s.dialog.local, s.dialog.remote, s.lapses, now);
+                    return;
+                }
                 self.events.push_back(Event::Subscription(Subscription {
                     from: s.dialog.remote,
                     to: s.dialog.local,
@@ -1741,6 +1764,13 @@ impl Endpoint {
     }
 
     fn send_subscription(&mut self, s: Subscription, now: Instant) -> Result<(), SendError> {
+        if matches!(
+            s.kind,
+            SubscriptionKind::Subscribe | SubscriptionKind::Unsubscribe
+        ) {
+            // A new request or a withdrawal replaces a retry that was waiting.
+            self.resubscribe.remove(&(s.from.clone(), s.to.clone()));
+        }
         match s.kind {
             SubscriptionKind::Subscribe => {
                 let exists = self.subscribers.values().any(|x| {
@@ -1902,7 +1932,58 @@ impl Endpoint {
         self.start_client(req, dest, purpose, now);
     }
 
-    fn start_subscription(&mut self, local: Address, remote: Address, fetch: bool, now: Instant) {
+    /// Our subscription to `remote` ended without the partner saying no: the contact is shown
+    /// unavailable (once) and a new subscription is tried later, each time after twice the
+    /// pause (30 s up to an hour). With too many waiting, it ends as a refusal would.
+    fn lapse(&mut self, local: Address, remote: Address, lapses: u32, now: Instant) {
+        let pair = (local, remote);
+        if !self.resubscribe.contains_key(&pair)
+            && self.resubscribe.len() >= self.config.max_subscriptions
+        {
+            self.events.push_back(Event::Subscription(Subscription {
+                from: pair.1,
+                to: pair.0,
+                kind: SubscriptionKind::Unsubscribed,
+            }));
+            return;
+        }
+        if lapses == 0 {
+            self.events.push_back(Event::Presence(Presence {
+                from: pair.1.clone(),
+                to: Some(pair.0.clone()),
+                kind: PresenceKind::Unavailable { status: None },
+            }));
+        }
+        let pause = Duration::from_secs((30u64 << lapses.min(7)).min(3600));
+        self.resubscribe.insert(pair, (now + pause, lapses + 1));
+    }
+
+    /// Starts the subscriptions whose retry time has come.
+    fn retry_lapsed(&mut self, now: Instant) {
+        let due: Vec<((Address, Address), u32)> = self
+            .resubscribe
+            .iter()
+            .filter(|(_, (t, _))| *t <= now)
+            .map(|(pair, (_, n))| (pair.clone(), *n))
+            .collect();
+        for ((local, remote), lapses) in due {
+            self.resubscribe.remove(&(local.clone(), remote.clone()));
+            let key = self.start_subscription(local, remote, false, now);
+            if let Some(s) = self.subscribers.get_mut(&key) {
+                s.lapses = lapses;
+                // The router knows this subscription already: its renewal is not news.
+                s.reported = true;
+            }
+        }
+    }
+
+    fn start_subscription(
+        &mut self,
+        local: Address,
+        remote: Address,
+        fetch: bool,
+        now: Instant,
+    ) -> DialogKey {
         let key = DialogKey {
             call_id: self.new_call_id(),
             local_tag: self.next_id("t"),
@@ -1928,6 +2009,7 @@ impl Endpoint {
             reported: false,
             fetch,
             retried: false,
+            lapses: 0,
         };
         self.subscribers.insert(key.clone(), s);
         let expires = if fetch {
@@ -1936,6 +2018,7 @@ impl Endpoint {
             self.config.default_expires
         };
         self.send_subscribe(&key, expires, false, now);
+        key
     }
 
     fn send_subscribe(&mut self, key: &DialogKey, expires: u32, refresh: bool, now: Instant) {

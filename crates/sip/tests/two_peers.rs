@@ -354,8 +354,10 @@ fn presence_subscription_lifecycle_with_refresh_in_both_roles() {
     assert_eq!(net.b.poll_timeout(), None);
 }
 
+/// Our subscription lapses when the partner stops answering: the contact is shown unavailable,
+/// the subscription is not taken for withdrawn, and it comes back when the partner does.
 #[test]
-fn subscriptions_expire_when_the_link_goes_down() {
+fn subscriptions_lapse_when_the_link_goes_down_and_come_back_with_it() {
     let mut net = Net::new(Transport::Udp);
     net.send(
         Side::A,
@@ -377,18 +379,54 @@ fn subscriptions_expire_when_the_link_goes_down() {
     net.events_b.clear();
     net.drop = Box::new(|_| true);
     net.advance(Duration::from_secs(3700));
-    // A's refresh timed out: bob no longer sees carol.
+    // A's refresh timed out: bob sees carol unavailable, once; nothing says she withdrew.
     assert_eq!(
         net.events_a,
-        vec![sub(
-            "carol@corp-b.test",
-            "bob@hub.test",
-            SubscriptionKind::Unsubscribed
-        )]
+        vec![Event::Presence(Presence {
+            from: addr("carol@corp-b.test"),
+            to: Some(addr("bob@hub.test")),
+            kind: PresenceKind::Unavailable { status: None },
+        })]
     );
     // B's subscription ran out without a refresh: the dialog is gone, carol's approval of bob
     // is not (no event).
     assert_eq!(net.events_b, vec![]);
+    // Retries went out while the link was down, further and further apart.
+    let tries = net.sent(Side::A, "SUBSCRIBE").len();
+    net.advance(Duration::from_secs(3 * 3600));
+    let more = net.sent(Side::A, "SUBSCRIBE").len() - tries;
+    assert!((1..=60).contains(&more), "{more} retries in 3 h");
+    assert!(net
+        .events_a
+        .iter()
+        .all(|e| !matches!(e, Event::Subscription(_))));
+    // The link is back: the next retry finds carol's approval still there, and her presence
+    // reaches bob again.
+    net.drop = Box::new(|_| false);
+    net.send(
+        Side::B,
+        Event::Presence(Presence {
+            from: addr("carol@corp-b.test"),
+            to: Some(addr("bob@hub.test")),
+            kind: PresenceKind::Available {
+                show: Show::Away,
+                status: Some("back".into()),
+            },
+        }),
+    );
+    net.events_a.clear();
+    net.advance(Duration::from_secs(2 * 3600));
+    assert!(
+        net.events_a.iter().any(|e| matches!(e,
+            Event::Presence(Presence { from, kind: PresenceKind::Available { show: Show::Away, .. }, .. })
+                if *from == addr("carol@corp-b.test"))),
+        "{:?}",
+        net.events_a
+    );
+    assert!(net
+        .events_a
+        .iter()
+        .all(|e| !matches!(e, Event::Subscription(_))));
 }
 
 /// The last NOTIFY B sent.
