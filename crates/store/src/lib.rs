@@ -24,6 +24,8 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("the store cannot write now: {0}")]
+    Unavailable(String),
     #[error("password hashing: {0}")]
     Hash(String),
 }

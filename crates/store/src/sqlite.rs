@@ -20,6 +20,93 @@ pub struct SqliteStore {
     /// The one connection that writes: SQLite has a single write lock, and connections queueing
     /// for it sleep and retry, which costs far more than waiting in line here.
     writer: SqlitePool,
+    /// Messages waiting to be committed: the enqueue task commits all that are waiting in one
+    /// statement and one transaction (group commit), then answers each.
+    enqueues: tokio::sync::mpsc::Sender<Enqueue>,
+    /// Audit entries, committed in groups the same way.
+    audits: tokio::sync::mpsc::Sender<Audit>,
+}
+
+type Enqueue = (
+    QueuedMessage,
+    tokio::sync::oneshot::Sender<Result<QueuedMessage>>,
+);
+type Audit = (AuditEntry, tokio::sync::oneshot::Sender<Result<()>>);
+
+/// Commits waiting audit entries in groups until every sender is gone.
+async fn audit_task(writer: SqlitePool, mut rx: tokio::sync::mpsc::Receiver<Audit>) {
+    let mut batch: Vec<Audit> = Vec::with_capacity(GROUP_COMMIT);
+    while rx.recv_many(&mut batch, GROUP_COMMIT).await > 0 {
+        let mut builder = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO audit (ts, kind, sender, recipient, action, rule, body) ",
+        );
+        builder.push_values(batch.iter(), |mut row, (e, _)| {
+            row.push_bind(e.ts)
+                .push_bind(e.kind.clone())
+                .push_bind(e.sender.clone())
+                .push_bind(e.recipient.clone())
+                .push_bind(e.action.clone())
+                .push_bind(e.rule.clone())
+                .push_bind(e.body.clone());
+        });
+        let result = builder.build().execute(&writer).await;
+        for (_, reply) in batch.drain(..) {
+            let answer = match &result {
+                Ok(_) => Ok(()),
+                Err(e) => Err(StoreError::Unavailable(e.to_string())),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+/// Most messages committed together (SQLite allows 32,766 bound values; six per message).
+const GROUP_COMMIT: usize = 256;
+
+/// Commits waiting messages in groups, in arrival order, until every sender is gone.
+async fn enqueue_task(writer: SqlitePool, mut rx: tokio::sync::mpsc::Receiver<Enqueue>) {
+    let mut batch: Vec<Enqueue> = Vec::with_capacity(GROUP_COMMIT);
+    while rx.recv_many(&mut batch, GROUP_COMMIT).await > 0 {
+        let result = insert_group(&writer, &batch).await;
+        for (i, (mut msg, reply)) in batch.drain(..).enumerate() {
+            let answer = match &result {
+                Ok(first) => {
+                    msg.seq = first + i as i64;
+                    Ok(msg)
+                }
+                Err(e) => Err(StoreError::Unavailable(e.to_string())),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+/// Inserts the group with one statement; returns the first sequence number. Rows inserted by
+/// one statement on the only writing connection get consecutive sequence numbers.
+async fn insert_group(writer: &SqlitePool, batch: &[Enqueue]) -> Result<i64> {
+    let mut builder = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO inbox (recipient, sender, msg_id, body, thread, ts) ",
+    );
+    builder.push_values(batch.iter(), |mut row, (msg, _)| {
+        row.push_bind(msg.to.to_string())
+            .push_bind(msg.from.to_string())
+            .push_bind(msg.id.clone())
+            .push_bind(msg.body.clone())
+            .push_bind(msg.thread.clone())
+            .push_bind(millis(msg.ts));
+    });
+    let mut tx = writer.begin().await?;
+    let res = builder.build().execute(&mut *tx).await?;
+    let last = res.last_insert_rowid();
+    let n = res.rows_affected() as i64;
+    tx.commit().await?;
+    if n != batch.len() as i64 {
+        return Err(StoreError::Corrupt(format!(
+            "{n} rows inserted for {} messages",
+            batch.len()
+        )));
+    }
+    Ok(last - n + 1)
 }
 
 impl SqliteStore {
@@ -42,7 +129,16 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        Ok(SqliteStore { pool, writer })
+        let (enqueues, rx) = tokio::sync::mpsc::channel(GROUP_COMMIT * 4);
+        tokio::spawn(enqueue_task(writer.clone(), rx));
+        let (audits, rx) = tokio::sync::mpsc::channel(GROUP_COMMIT * 4);
+        tokio::spawn(audit_task(writer.clone(), rx));
+        Ok(SqliteStore {
+            pool,
+            writer,
+            enqueues,
+            audits,
+        })
     }
 
     pub async fn close(&self) {
@@ -343,20 +439,15 @@ impl Store for SqliteStore {
         rows.iter().map(|r| addr(r.try_get(0)?)).collect()
     }
 
-    async fn enqueue(&self, mut msg: QueuedMessage) -> Result<QueuedMessage> {
-        let res = sqlx::query(
-            "INSERT INTO inbox (recipient, sender, msg_id, body, thread, ts) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(msg.to.to_string())
-        .bind(msg.from.to_string())
-        .bind(&msg.id)
-        .bind(&msg.body)
-        .bind(&msg.thread)
-        .bind(millis(msg.ts))
-        .execute(&self.writer)
-        .await?;
-        msg.seq = res.last_insert_rowid();
-        Ok(msg)
+    async fn enqueue(&self, msg: QueuedMessage) -> Result<QueuedMessage> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.enqueues
+            .send((msg, reply))
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?
     }
 
     async fn queued(&self, to: &Address, after: i64, limit: u32) -> Result<Vec<QueuedMessage>> {
@@ -393,19 +484,14 @@ impl Store for SqliteStore {
     }
 
     async fn audit(&self, e: &AuditEntry) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO audit (ts, kind, sender, recipient, action, rule, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(e.ts)
-        .bind(&e.kind)
-        .bind(&e.sender)
-        .bind(&e.recipient)
-        .bind(&e.action)
-        .bind(&e.rule)
-        .bind(&e.body)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.audits
+            .send((e.clone(), reply))
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?
     }
 
     async fn audit_since(
@@ -676,6 +762,55 @@ mod tests {
         assert!(s.lift("sender", "worm@hub.example").await.unwrap());
         assert!(!s.lift("sender", "worm@hub.example").await.unwrap());
         assert!(s.containments(0).await.unwrap().is_empty());
+    }
+
+    /// Messages enqueued at once are committed in groups; each gets the sequence number of its
+    /// own row.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_enqueues_get_their_own_rows() {
+        let (_d, s) = store().await;
+        let s = std::sync::Arc::new(s);
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                for i in 0..200 {
+                    let m = QueuedMessage {
+                        seq: 0,
+                        to: a(&format!("u{}@hub.example", i % 3)),
+                        from: a(&format!("s{t}@hub.example")),
+                        id: format!("{t}-{i}"),
+                        body: format!("body {t}-{i}"),
+                        thread: (i % 2 == 0).then(|| "th".to_string()),
+                        ts: OffsetDateTime::now_utc(),
+                    };
+                    got.push(s.enqueue(m).await.unwrap());
+                }
+                got
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        let mut seqs: Vec<i64> = all.iter().map(|m| m.seq).collect();
+        seqs.sort();
+        seqs.dedup();
+        assert_eq!(seqs.len(), 1600);
+        for to in 0..3 {
+            let addr = a(&format!("u{to}@hub.example"));
+            let stored = s.queued(&addr, 0, 10_000).await.unwrap();
+            for row in &stored {
+                let sent = all.iter().find(|m| m.seq == row.seq).unwrap();
+                assert_eq!(
+                    (&sent.body, &sent.to, &sent.thread),
+                    (&row.body, &row.to, &row.thread)
+                );
+            }
+            assert_eq!(stored.len(), all.iter().filter(|m| m.to == addr).count());
+        }
+        assert_eq!(s.queue_depth().await.unwrap(), 1600);
     }
 
     #[tokio::test]
