@@ -181,6 +181,17 @@ impl Outbreak {
         &self.settings
     }
 
+    /// Applies new settings (a policy reload). Quarantines and blocks in force keep their end
+    /// times; what is being tracked is judged by the new window and recipient count from now on.
+    pub fn set_settings(&mut self, settings: OutbreakSettings) {
+        self.settings = OutbreakSettings {
+            recipients: settings.recipients.max(1),
+            max_tracked: settings.max_tracked.max(1),
+            max_contained: settings.max_contained.max(1),
+            ..settings
+        };
+    }
+
     /// Records that `sender` sent something with `fingerprint` to `recipient` at `now`. Returns
     /// an alert the moment the sender reaches N distinct recipients within the window: the
     /// sender is then quarantined and the fingerprint blocked. Observations of a sender already

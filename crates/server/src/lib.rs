@@ -129,6 +129,7 @@ pub fn reload(state: &AppState) -> anyhow_lite::Result<Reloaded> {
         .collect();
     state.router.policy().reload(policy_config(&next));
     state.router.set_rules(inspector);
+    state.router.set_outbreak_settings(outbreak_settings(&next));
     state.router.set_audit_bodies(next.protection.audit_bodies);
     let report = Reloaded {
         file: next.source.as_ref().map(|p| p.display().to_string()),

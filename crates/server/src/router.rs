@@ -401,6 +401,14 @@ impl Router {
         *self.outbreak.lock().unwrap_or_else(|e| e.into_inner()) = Outbreak::new(settings);
     }
 
+    /// Replaces the outbreak settings (reload); quarantines and blocks stay.
+    pub fn set_outbreak_settings(&self, settings: OutbreakSettings) {
+        self.outbreak
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_settings(settings);
+    }
+
     /// Replaces the content rules (reload); quarantines and blocks stay.
     pub fn set_rules(&self, inspector: Inspector) {
         *self.inspector.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(inspector);

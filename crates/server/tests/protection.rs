@@ -410,6 +410,47 @@ async fn containment_survives_a_restart() {
     assert!(e["text"].as_str().unwrap().contains("blocked"), "{e}");
 }
 
+/// The outbreak threshold is policy too: lowered in the file and reloaded, it applies at once.
+#[tokio::test]
+async fn the_outbreak_threshold_reloads() {
+    let s = server("[protection]\noutbreak_recipients = 10\n[admin]\ntoken = \"t0k3n\"\n");
+    for u in ["r1", "r2", "r3", "r4", "r5"] {
+        assert_eq!(s.register(u, "password1").await, 201);
+    }
+    let mut sender = s.login("sender").await;
+    for (i, to) in ["r1", "r2", "r3"].iter().enumerate() {
+        let a = sender
+            .message(
+                &format!("a{i}"),
+                &format!("{to}@hub.test"),
+                "see http://one.example/x",
+            )
+            .await;
+        assert_eq!(a["type"], "ack", "{a}");
+    }
+    let path = s.config_path();
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("outbreak_recipients = 10", "outbreak_recipients = 2");
+    std::fs::write(&path, text).unwrap();
+    let (status, body) = s
+        .http_with(
+            "POST",
+            "/api/v1/admin/policy/reload",
+            None,
+            "Authorization: Bearer t0k3n\r\n",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let link = "see http://two.example/y";
+    assert_eq!(
+        sender.message("b1", "r4@hub.test", link).await["type"],
+        "ack"
+    );
+    let e = sender.message("b2", "r5@hub.test", link).await;
+    assert!(e["text"].as_str().unwrap().contains("quarantine"), "{e}");
+}
+
 #[tokio::test]
 async fn rules_reload_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
