@@ -158,6 +158,15 @@ fn internal(e: StoreError) -> Refusal {
     )
 }
 
+/// Milliseconds since the epoch, as the audit archive and the containment table keep time.
+fn millis(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn now_millis() -> i64 {
+    millis(time::OffsetDateTime::now_utc())
+}
+
 fn verdict_action(v: &Verdict) -> &'static str {
     match v {
         Verdict::Allow => "allow",
@@ -437,7 +446,7 @@ impl Router {
     /// restart.
     async fn persist_containment(&self, alert: &entente_policy::Alert) {
         let now = std::time::Instant::now();
-        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let now_ms = now_millis();
         let until = |at: std::time::Instant| {
             now_ms
                 + at.saturating_duration_since(now)
@@ -466,7 +475,7 @@ impl Router {
     /// Re-instates the quarantines and blocks recorded before a restart.
     pub async fn load_containment(&self) -> Result<usize, StoreError> {
         let now = std::time::Instant::now();
-        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let now_ms = now_millis();
         let rows = self.store.containments(now_ms).await?;
         let mut outbreak = self.outbreak.lock().unwrap_or_else(|e| e.into_inner());
         for (kind, key, until) in &rows {
@@ -484,15 +493,7 @@ impl Router {
     }
 
     async fn hold(&self, m: &Message, reason: &str) -> Result<(), Refusal> {
-        let queued = QueuedMessage {
-            seq: 0,
-            to: m.to.clone(),
-            from: m.from.clone(),
-            id: m.id.clone(),
-            body: m.body.clone(),
-            thread: m.thread.clone(),
-            ts: m.ts,
-        };
+        let queued = QueuedMessage::from_message(m.clone());
         self.store.hold(&queued, reason).await.map_err(internal)?;
         metrics::counter!("entente_messages_held_total").increment(1);
         Ok(())
@@ -512,10 +513,13 @@ impl Router {
             .map_err(internal)?;
         let held = self.store.take_held(sender).await.map_err(internal)?;
         if !deliver {
-            for m in &held {
-                self.audit_held(m, "discarded").await;
+            let discarded = held.len();
+            for q in held {
+                let m = q.into_message();
+                self.archive(&m, now_millis(), "discarded", Some("administrator".into()))
+                    .await;
             }
-            return Ok((0, 0, held.len()));
+            return Ok((0, 0, discarded));
         }
         let origin = if self.is_local(sender) {
             Origin::Hub
@@ -526,55 +530,36 @@ impl Router {
         };
         let (mut delivered, mut refused) = (0, 0);
         for q in held {
-            let m = Message {
-                id: q.id.clone(),
-                from: q.from.clone(),
-                to: q.to.clone(),
-                body: q.body.clone(),
-                thread: q.thread.clone(),
-                ts: q.ts,
-            };
-            match self.submit_inner(&origin, Event::Message(m), false).await {
+            let m = q.into_message();
+            let action = match self
+                .submit_inner(&origin, Event::Message(m.clone()), false)
+                .await
+            {
                 Ok(()) => {
                     delivered += 1;
-                    self.audit_held(&q, "released").await;
+                    "released"
                 }
                 Err(e) => {
                     refused += 1;
                     tracing::info!(error = %e, "a released message could not be delivered");
-                    self.audit_held(&q, "refused").await;
+                    "refused"
                 }
-            }
+            };
+            self.archive(&m, now_millis(), action, Some("administrator".into()))
+                .await;
         }
         Ok((delivered, refused, 0))
     }
 
-    async fn audit_tag(&self, m: &Message, rule: &str) {
+    /// Writes one decision about a message to the audit archive (`ts` in ms since the epoch).
+    async fn archive(&self, m: &Message, ts: i64, action: &str, rule: Option<String>) {
         let entry = entente_store::AuditEntry {
-            ts: (m.ts.unix_timestamp_nanos() / 1_000_000) as i64,
-            kind: "message".into(),
-            sender: m.from.to_string(),
-            recipient: m.to.to_string(),
-            action: "tagged".into(),
-            rule: Some(rule.to_string()),
-            body: self
-                .audit_bodies
-                .load(Ordering::Relaxed)
-                .then(|| m.body.clone()),
-        };
-        if let Err(e) = self.store.audit(&entry).await {
-            tracing::error!(error = %e, "could not write the audit archive");
-        }
-    }
-
-    async fn audit_held(&self, m: &QueuedMessage, action: &str) {
-        let entry = entente_store::AuditEntry {
-            ts: (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
+            ts,
             kind: "message".into(),
             sender: m.from.to_string(),
             recipient: m.to.to_string(),
             action: action.into(),
-            rule: Some("administrator".into()),
+            rule,
             body: self
                 .audit_bodies
                 .load(Ordering::Relaxed)
@@ -912,21 +897,7 @@ impl Router {
             Err(r) if r.held => ("held", Some(format!("{}: {}", r.code, r.text))),
             Err(r) => ("refused", Some(format!("{}: {}", r.code, r.text))),
         };
-        let entry = entente_store::AuditEntry {
-            ts: (m.ts.unix_timestamp_nanos() / 1_000_000) as i64,
-            kind: "message".into(),
-            sender: m.from.to_string(),
-            recipient: m.to.to_string(),
-            action: action.into(),
-            rule,
-            body: self
-                .audit_bodies
-                .load(Ordering::Relaxed)
-                .then(|| m.body.clone()),
-        };
-        if let Err(e) = self.store.audit(&entry).await {
-            tracing::error!(error = %e, "could not write the audit archive");
-        }
+        self.archive(m, millis(m.ts), action, rule).await;
     }
 
     /// Whether the audit archive keeps message bodies.
@@ -968,7 +939,8 @@ impl Router {
                 }
                 Ok(Some(rule)) => {
                     // Delivered, marked for the recipient; the decision is archived.
-                    self.audit_tag(m, &rule).await;
+                    self.archive(m, millis(m.ts), "tagged", Some(rule.clone()))
+                        .await;
                     if let Event::Message(m) = &mut event {
                         m.body = format!("[flagged by content rule {rule}] {}", m.body);
                     }
@@ -1086,16 +1058,11 @@ impl Router {
     }
 
     async fn accept_message(&self, m: Message) -> Result<(), Refusal> {
-        let queued = QueuedMessage {
-            seq: 0,
-            to: m.to,
-            from: m.from,
-            id: m.id,
-            body: m.body,
-            thread: m.thread,
-            ts: m.ts,
-        };
-        let queued = self.store.enqueue(queued).await.map_err(internal)?;
+        let queued = self
+            .store
+            .enqueue(QueuedMessage::from_message(m))
+            .await
+            .map_err(internal)?;
         let to = queued.to.clone();
         self.push(&to, Delivery::Message(queued));
         Ok(())

@@ -6,7 +6,7 @@ mod password;
 mod sqlite;
 
 use async_trait::async_trait;
-use entente_model::Address;
+use entente_model::{Address, Message};
 use time::OffsetDateTime;
 
 pub use password::{hash_password, verify_password};
@@ -123,6 +123,33 @@ pub struct QueuedMessage {
     pub body: String,
     pub thread: Option<String>,
     pub ts: OffsetDateTime,
+}
+
+impl QueuedMessage {
+    /// A message not yet queued (`seq` 0).
+    pub fn from_message(m: Message) -> QueuedMessage {
+        QueuedMessage {
+            seq: 0,
+            to: m.to,
+            from: m.from,
+            id: m.id,
+            body: m.body,
+            thread: m.thread,
+            ts: m.ts,
+        }
+    }
+
+    /// The message again, without its queue position.
+    pub fn into_message(self) -> Message {
+        Message {
+            id: self.id,
+            from: self.from,
+            to: self.to,
+            body: self.body,
+            thread: self.thread,
+            ts: self.ts,
+        }
+    }
 }
 
 /// One item of an OSCAR server-stored buddy list; `attrs` is the encoded TLV block.
