@@ -218,24 +218,12 @@ async fn a_sender_flood_is_limited_per_sender_and_per_kind() {
 /// sender's own protocol.
 #[tokio::test]
 async fn blocks_hold_both_ways_across_xmpp() {
-    use xmpp::{free_port, require, Certs, Mode, Prosody, XmppClient, CORP};
-    require("runuser");
+    use xmpp::{XmppClient, CORP};
     let alice_jid = format!("alice@{CORP}");
     let bob_addr = "bob@hub.test";
-    let certs_dir = tempfile::tempdir().unwrap();
-    let certs = Certs::make(certs_dir.path(), Mode::Dialback);
-    let prosody_s2s = free_port();
-    let extra = format!(
-        "[[partner]]\ndomain = \"{CORP}\"\nprotocol = \"xmpp\"\naddress = \"127.0.0.1:{prosody_s2s}\"\nauth = \"dialback\"\n"
-    );
-    let server = Server::start_listening(&extra, "xmpp_s2s = \"127.0.0.1:0\"\n");
-    let prosody = Prosody::start(
-        Mode::Dialback,
-        &certs,
-        prosody_s2s,
-        server.listeners["xmpp_s2s"].port(),
-    );
-    let mut alice = XmppClient::connect("alice", &prosody);
+    let federation = xmpp::with_pinned_prosody("", "");
+    let server = &federation.server;
+    let mut alice = XmppClient::connect("alice", &federation.prosody);
     let mut bob = server.login("bob").await;
     bob.expect_type("roster").await;
     // Mutual subscriptions.
@@ -305,22 +293,10 @@ async fn blocks_hold_both_ways_across_xmpp() {
 /// `resource-constraint`, for each message over it.
 #[tokio::test]
 async fn an_xmpp_flood_gets_resource_constraint() {
-    use xmpp::{free_port, require, Certs, Mode, Prosody, XmppClient, CORP};
-    require("runuser");
-    let certs_dir = tempfile::tempdir().unwrap();
-    let certs = Certs::make(certs_dir.path(), Mode::Dialback);
-    let prosody_s2s = free_port();
-    let extra = format!(
-        "[limits]\nsender_rate = 0.05\nsender_burst = 2\n[[partner]]\ndomain = \"{CORP}\"\nprotocol = \"xmpp\"\naddress = \"127.0.0.1:{prosody_s2s}\"\nauth = \"dialback\"\n"
-    );
-    let server = Server::start_listening(&extra, "xmpp_s2s = \"127.0.0.1:0\"\n");
-    let prosody = Prosody::start(
-        Mode::Dialback,
-        &certs,
-        prosody_s2s,
-        server.listeners["xmpp_s2s"].port(),
-    );
-    let mut alice = XmppClient::connect("alice", &prosody);
+    let federation =
+        xmpp::with_pinned_prosody("[limits]\nsender_rate = 0.05\nsender_burst = 2\n", "");
+    let server = &federation.server;
+    let mut alice = xmpp::XmppClient::connect("alice", &federation.prosody);
     let mut bob = server.login("bob").await;
     bob.expect_type("roster").await;
     for i in 0..4 {

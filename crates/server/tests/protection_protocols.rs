@@ -14,7 +14,7 @@ use common::oscar::{sign_on, Oscar};
 use common::{Client, Server};
 use entente_oscar::{SnacError, SnacErrorCode};
 use serde_json::json;
-use xmpp::{free_port, require, Certs, Mode, Prosody, XmppClient, CORP};
+use xmpp::XmppClient;
 
 const ALICE: &str = "alice@corp-a.test";
 const BOB: &str = "bob@hub.test";
@@ -47,38 +47,30 @@ const REFUSED: [(&str, &str); 4] = [
 
 /// A gateway with the rules above, OSCAR and s2s listeners, federated with a Prosody serving
 /// corp-a.test (STARTTLS and dialback).
+/// The gateway, with the rules file, and Prosody as its partner (`net.server`, `net.prosody`).
 struct Net {
-    server: Server,
-    prosody: Prosody,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    federation: xmpp::PinnedProsody,
+    _rules: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Net {
+    type Target = xmpp::PinnedProsody;
+    fn deref(&self) -> &xmpp::PinnedProsody {
+        &self.federation
+    }
 }
 
 fn start() -> Net {
-    require("runuser");
-    let rules_dir = tempfile::tempdir().unwrap();
-    let rules = rules_dir.path().join("rules.txt");
-    std::fs::write(&rules, RULES).unwrap();
-    let certs_dir = tempfile::tempdir().unwrap();
-    let certs = Certs::make(certs_dir.path(), Mode::Dialback);
-    let prosody_s2s = free_port();
-    let extra = format!(
-        "[protection]\nrules = \"{}\"\n[[partner]]\ndomain = \"{CORP}\"\nprotocol = \"xmpp\"\naddress = \"127.0.0.1:{prosody_s2s}\"\nauth = \"dialback\"\n",
-        rules.display()
-    );
-    let server = Server::start_listening(
-        &extra,
-        "xmpp_s2s = \"127.0.0.1:0\"\noscar = \"127.0.0.1:0\"\n",
-    );
-    let prosody = Prosody::start(
-        Mode::Dialback,
-        &certs,
-        prosody_s2s,
-        server.listeners["xmpp_s2s"].port(),
+    let rules = tempfile::tempdir().unwrap();
+    let path = rules.path().join("rules.txt");
+    std::fs::write(&path, RULES).unwrap();
+    let federation = xmpp::with_pinned_prosody(
+        &format!("[protection]\nrules = \"{}\"\n", path.display()),
+        "oscar = \"127.0.0.1:0\"\n",
     );
     Net {
-        server,
-        prosody,
-        _dirs: (rules_dir, certs_dir),
+        federation,
+        _rules: rules,
     }
 }
 

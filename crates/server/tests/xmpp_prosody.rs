@@ -237,23 +237,8 @@ async fn prosody_federates_with_certificates_and_sasl_external() {
 async fn an_aim_user_chats_with_a_prosody_user() {
     use common::oscar::{buddy_items, sign_on};
     use entente_oscar::family::{buddy, feedbag, icbm};
-    require("runuser");
-    let certs_dir = tempfile::tempdir().unwrap();
-    let certs = Certs::make(certs_dir.path(), Mode::Dialback);
-    let prosody_s2s = free_port();
-    let extra = format!(
-        "[[partner]]\ndomain = \"{CORP}\"\nprotocol = \"xmpp\"\naddress = \"127.0.0.1:{prosody_s2s}\"\nauth = \"dialback\"\n"
-    );
-    let server = Server::start_listening(
-        &extra,
-        "xmpp_s2s = \"127.0.0.1:0\"\noscar = \"127.0.0.1:0\"\n",
-    );
-    let prosody = Prosody::start(
-        Mode::Dialback,
-        &certs,
-        prosody_s2s,
-        server.listeners["xmpp_s2s"].port(),
-    );
+    let federation = xmpp::with_pinned_prosody("", "oscar = \"127.0.0.1:0\"\n");
+    let (server, prosody) = (&federation.server, &federation.prosody);
     let mut alice = XmppClient::connect("alice", &prosody);
     assert_eq!(server.register("Dave", "password1").await, 201);
     let mut dave = sign_on(&server, "Dave", "password1").await.unwrap();

@@ -344,3 +344,37 @@ impl Drop for XmppClient {
         let _ = self.child.wait();
     }
 }
+
+/// The gateway federated with a real Prosody as its dialback partner at a pinned address.
+pub struct PinnedProsody {
+    pub server: super::common::Server,
+    pub prosody: Prosody,
+    _certs: tempfile::TempDir,
+}
+
+/// Starts the gateway with `extra` configuration and the listeners in `listen` besides
+/// `xmpp_s2s`, and Prosody as `[[partner]]` `CORP` with `auth = "dialback"`.
+pub fn with_pinned_prosody(extra: &str, listen: &str) -> PinnedProsody {
+    require("runuser");
+    let certs = tempfile::tempdir().unwrap();
+    let pki = Certs::make(certs.path(), Mode::Dialback);
+    let prosody_s2s = free_port();
+    let config = format!(
+        "{extra}[[partner]]\ndomain = \"{CORP}\"\nprotocol = \"xmpp\"\naddress = \"127.0.0.1:{prosody_s2s}\"\nauth = \"dialback\"\n"
+    );
+    let server = super::common::Server::start_listening(
+        &config,
+        &format!("xmpp_s2s = \"127.0.0.1:0\"\n{listen}"),
+    );
+    let prosody = Prosody::start(
+        Mode::Dialback,
+        &pki,
+        prosody_s2s,
+        server.listeners["xmpp_s2s"].port(),
+    );
+    PinnedProsody {
+        server,
+        prosody,
+        _certs: certs,
+    }
+}
