@@ -205,6 +205,21 @@ struct Active {
 }
 
 impl Active {
+    fn domain_allowed(&self, domain: &str) -> bool {
+        match self.config.mode {
+            FederationMode::Open => true,
+            FederationMode::Allowlist => self.config.partners.contains_key(domain),
+        }
+    }
+
+    fn partner(&self, domain: &str) -> PartnerPolicy {
+        self.config
+            .partners
+            .get(domain)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     fn new(config: PolicyConfig) -> Active {
         let own_rates = config
             .partners
@@ -252,21 +267,12 @@ impl Policy {
 
     /// May this remote domain federate with us at all?
     pub fn domain_allowed(&self, domain: &str) -> bool {
-        let active = self.active();
-        match active.config.mode {
-            FederationMode::Open => true,
-            FederationMode::Allowlist => active.config.partners.contains_key(domain),
-        }
+        self.active().domain_allowed(domain)
     }
 
     /// The policy of a partner domain (the default one for unlisted domains in open federation).
     pub fn partner(&self, domain: &str) -> PartnerPolicy {
-        self.active()
-            .config
-            .partners
-            .get(domain)
-            .cloned()
-            .unwrap_or_default()
+        self.active().partner(domain)
     }
 
     /// What a partner may receive from the hub: the traffic its policy lets through, within
@@ -332,7 +338,7 @@ impl Policy {
         let active = self.active();
         let mut max_body = active.config.max_body_bytes;
         if let Origin::Partner { domain } = origin {
-            if !self.domain_allowed(domain) {
+            if !active.domain_allowed(domain) {
                 return Err(Refusal::new(
                     ErrorCode::PolicyViolation,
                     format!("federation: domain {domain} is not an allowed partner"),
@@ -347,7 +353,7 @@ impl Policy {
                     ),
                 ));
             }
-            let partner = self.partner(domain);
+            let partner = active.partner(domain);
             if !partner.traffic.allows(event) {
                 return Err(Refusal::new(
                     ErrorCode::PolicyViolation,
